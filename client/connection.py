@@ -1,0 +1,256 @@
+"""The Client: connect to a server (or start an embedded one), register graphs, run them, get gradients."""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from dataclasses import dataclass, field
+from typing import Iterable, Mapping
+
+import grpc
+import numpy as np
+
+from gradserve.proto import gradserve_pb2 as pb
+from gradserve.proto import gradserve_pb2_grpc as pb_grpc
+from gradserve.proto.attrs import attr_from_proto
+from gradserve.proto.tensors import from_tensor, from_tensor_map, to_tensor_map
+from gradserve.client import graph as graph_module
+from gradserve.client.errors import GradserveError, NotFound, from_rpc_error
+from gradserve.client.graph import Graph
+
+DEFAULT_MESSAGE_BYTES = 256 << 20
+
+
+@dataclass
+class Result:
+    """What Run returns: outputs and gradients as numpy arrays keyed by name."""
+
+    outputs: dict[str, np.ndarray]
+    grads: dict[str, np.ndarray]
+    graph_id: str
+
+
+@dataclass
+class GradientCheck:
+    name: str
+    max_abs_diff: float
+    mean_abs_diff: float
+    numerical: np.ndarray
+    backprop: np.ndarray
+
+
+@dataclass
+class LayerInfo:
+    name: str
+    doc: str
+    inputs: list[str]
+    outputs: list[str]
+    differentiable: list[str]
+    attributes: dict[str, dict]
+    plugin: str
+    distribution: str
+    version: str
+
+    def as_dict(self) -> dict:
+        return dict(vars(self))
+
+
+@dataclass
+class LayerList:
+    layers: list[LayerInfo]
+    plugins: list[dict] = field(default_factory=list)
+
+    def __getitem__(self, name: str) -> LayerInfo:
+        return next(layer for layer in self.layers if layer.name == name)
+
+
+class Session:
+    """A Forward kept on the server: ``outputs`` now, ``backward(dout)`` later (the chapter's two steps)."""
+
+    def __init__(self, client: "Client", outputs: dict[str, np.ndarray], session_id: str, graph_id: str):
+        self.client = client
+        self.outputs = outputs
+        self.session_id = session_id
+        self.graph_id = graph_id
+
+    def backward(self, dout: Mapping[str, np.ndarray] | None = None, wrt: Iterable[str] | None = None,
+                 retain: bool = False) -> dict[str, np.ndarray]:
+        """Gradients for ``wrt`` (default: every float input); ``dout`` seeds outputs (default: ones for scalars)."""
+        request = pb.BackwardRequest(session_id=self.session_id, wrt=list(wrt or ()), retain=retain)
+        to_tensor_map(dout or {}, request.output_grads)
+        response = self.client._call(self.client._stub.Backward, request)
+        return from_tensor_map(response.grads)
+
+    def release(self) -> None:
+        self.client._call(self.client._stub.ReleaseSession, pb.ReleaseSessionRequest(session_id=self.session_id))
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.release()
+
+
+class Client:
+    """A connection to a gradserve server. Use ``connect()`` to make one."""
+
+    def __init__(self, target: str, *, channel: grpc.Channel | None = None, timeout: float | None = None,
+                 max_message_bytes: int = DEFAULT_MESSAGE_BYTES, on_close=None):
+        self.target = target
+        self.timeout = timeout
+        self._channel = channel or grpc.insecure_channel(target, options=[
+            ("grpc.max_receive_message_length", max_message_bytes),
+            ("grpc.max_send_message_length", max_message_bytes),
+        ])
+        self._stub = pb_grpc.GradServeStub(self._channel)
+        self._graph_ids: weakref.WeakKeyDictionary[Graph, tuple[int, str]] = weakref.WeakKeyDictionary()
+        self._lock = threading.Lock()
+        self._on_close = on_close
+        self._layer_classes: dict[str, type] = {}
+
+    # -- lifecycle --
+
+    def close(self) -> None:
+        self._channel.close()
+        if self._on_close is not None:
+            self._on_close()
+            self._on_close = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def _call(self, method, request, timeout=None):
+        try:
+            return method(request, timeout=timeout if timeout is not None else self.timeout)
+        except grpc.RpcError as error:
+            raise from_rpc_error(error) from None
+
+    # -- layers --
+
+    def list_layers(self) -> LayerList:
+        """The server's layers with their schemas and provenance; also gives Graph methods their docs."""
+        response = self._call(self._stub.ListLayers, pb.ListLayersRequest())
+        graph_module.KNOWN_LAYERS.update({schema.name: schema for schema in response.layers})
+        layers = [
+            LayerInfo(
+                name=s.name, doc=s.doc, inputs=list(s.inputs), outputs=list(s.outputs),
+                differentiable=list(s.differentiable),
+                attributes={a.name: {"type": a.type, "required": a.required, "doc": a.doc,
+                                     "default": attr_from_proto(a.default)} for a in s.attributes},
+                plugin=s.plugin, distribution=s.distribution, version=s.version,
+            )
+            for s in response.layers
+        ]
+        plugins = [{"name": p.name, "distribution": p.distribution, "version": p.version, "status": p.status,
+                    "reason": p.reason, "layers": list(p.layers)} for p in response.plugins]
+        return LayerList(layers, plugins)
+
+    def layer_class(self, op: str) -> type:
+        """A book-style class for any layer the server lists: ``L = client.layer_class("Mul"); L().forward(x, y)``."""
+        from gradserve.client.remote_layer import make_layer_class
+
+        with self._lock:
+            cls = self._layer_classes.get(op)
+        if cls is None:
+            if op not in graph_module.KNOWN_LAYERS:
+                self.list_layers()
+            schema = graph_module.KNOWN_LAYERS.get(op)
+            if schema is None:
+                raise NotFound(f"the server has no layer {op!r}")
+            cls = make_layer_class(self, schema)
+            with self._lock:
+                self._layer_classes[op] = cls
+        return cls
+
+    # -- graphs --
+
+    def register(self, graph: Graph, name: str | None = None, version: str | None = None) -> str:
+        """Send ``graph`` once; return its content-addressed id (the same on every server)."""
+        request = pb.RegisterGraphRequest(graph=graph.to_proto(), name=name or "", version=version or "")
+        graph_id = self._call(self._stub.RegisterGraph, request).graph_id
+        with self._lock:
+            self._graph_ids[graph] = (graph.version, graph_id)
+        return graph_id
+
+    def _ref(self, graph: Graph | str, *, fresh: bool = False) -> pb.GraphRef:
+        if isinstance(graph, str):
+            return pb.GraphRef(graph_id=graph)
+        with self._lock:
+            known = self._graph_ids.get(graph)
+        if fresh or known is None or known[0] != graph.version:
+            self.register(graph)
+            with self._lock:
+                known = self._graph_ids[graph]
+        return pb.GraphRef(graph_id=known[1])
+
+    def _with_graph(self, graph, make_request, method, timeout=None):
+        """Call by graph id; when the server does not know the id (restart, other replica), send the graph again."""
+        try:
+            return self._call(method, make_request(self._ref(graph)), timeout)
+        except NotFound as error:
+            if isinstance(graph, str) or error.reason != "UnknownGraphError":
+                raise
+            return self._call(method, make_request(self._ref(graph, fresh=True)), timeout)
+
+    def run(self, graph: Graph | str, feeds: Mapping[str, np.ndarray], grad: Iterable[str] | bool | None = None,
+            seed_grads: Mapping[str, np.ndarray] | None = None, *, training: bool = False, seed: int | None = None,
+            timeout: float | None = None) -> Result:
+        """Forward and backward in one stateless call.
+
+        ``grad``: names of inputs to differentiate (default: every float input;
+        False: forward only). ``seed_grads``: gradients of outputs (default: one
+        for each scalar output).
+        """
+        def make(ref):
+            request = pb.RunRequest(graph=ref, training=training, no_grad=grad is False,
+                                    wrt=[] if grad in (None, False, True) else list(grad))
+            if seed is not None:
+                request.seed = seed
+            to_tensor_map(feeds, request.feeds)
+            to_tensor_map(seed_grads or {}, request.output_grads)
+            return request
+
+        response = self._with_graph(graph, make, self._stub.Run, timeout)
+        return Result(from_tensor_map(response.outputs), from_tensor_map(response.grads), response.graph_id)
+
+    def forward(self, graph: Graph | str, feeds: Mapping[str, np.ndarray], *, training: bool = False,
+                seed: int | None = None, keep_for_backward: bool = True, timeout: float | None = None) -> Session:
+        def make(ref):
+            request = pb.ForwardRequest(graph=ref, keep_for_backward=keep_for_backward, training=training)
+            if seed is not None:
+                request.seed = seed
+            to_tensor_map(feeds, request.feeds)
+            return request
+
+        response = self._with_graph(graph, make, self._stub.Forward, timeout)
+        return Session(self, from_tensor_map(response.outputs), response.session_id, response.graph_id)
+
+    def check_gradients(self, graph: Graph | str, feeds: Mapping[str, np.ndarray], wrt: Iterable[str] | None = None,
+                        seed_grads: Mapping[str, np.ndarray] | None = None, eps: float = 1e-4,
+                        timeout: float | None = None) -> dict[str, GradientCheck]:
+        """Numerical vs backprop gradients per input, computed on the server (use float64 feeds)."""
+        def make(ref):
+            request = pb.CheckGradientsRequest(graph=ref, wrt=list(wrt or ()), eps=eps)
+            to_tensor_map(feeds, request.feeds)
+            to_tensor_map(seed_grads or {}, request.output_grads)
+            return request
+
+        response = self._with_graph(graph, make, self._stub.CheckGradients, timeout)
+        return {c.name: GradientCheck(c.name, c.max_abs_diff, c.mean_abs_diff, from_tensor(c.numerical),
+                                      from_tensor(c.backprop)) for c in response.checks}
+
+
+def connect(target: str | None = None, **kwargs) -> Client:
+    """A Client for ``target`` ("host:port"); with none, an embedded server on a free local port."""
+    if target:
+        return Client(target, **kwargs)
+    from gradserve.client.embedded import start_embedded
+
+    port, stop = start_embedded()
+    return Client(f"127.0.0.1:{port}", on_close=stop, **kwargs)
+
+
+__all__ = ["Client", "GradientCheck", "GradserveError", "LayerInfo", "LayerList", "Result", "Session", "connect"]

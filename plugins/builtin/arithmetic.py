@@ -1,0 +1,103 @@
+"""Elementwise arithmetic (numpy broadcasting) and matrix product layers."""
+
+import numpy as np
+
+from gradserve.plugins import Layer, reduce_to_shape
+
+
+class Mul(Layer):
+    """Elementwise product x * y (the book's MulLayer), with broadcasting."""
+
+    inputs = ("x", "y")
+
+    def forward(self, x, y):
+        self.x = x
+        self.y = y
+        return x * y
+
+    def backward(self, dout):
+        dx = reduce_to_shape(dout * self.y, np.shape(self.x))
+        dy = reduce_to_shape(dout * self.x, np.shape(self.y))
+        return dx, dy
+
+
+class Add(Layer):
+    """Elementwise sum x + y (the book's AddLayer), with broadcasting."""
+
+    inputs = ("x", "y")
+
+    def forward(self, x, y):
+        self.x_shape = np.shape(x)
+        self.y_shape = np.shape(y)
+        return x + y
+
+    def backward(self, dout):
+        return reduce_to_shape(dout, self.x_shape), reduce_to_shape(dout, self.y_shape)
+
+
+class Sub(Layer):
+    """Elementwise difference x - y, with broadcasting."""
+
+    inputs = ("x", "y")
+
+    def forward(self, x, y):
+        self.x_shape = np.shape(x)
+        self.y_shape = np.shape(y)
+        return x - y
+
+    def backward(self, dout):
+        return reduce_to_shape(dout, self.x_shape), reduce_to_shape(-dout, self.y_shape)
+
+
+class Div(Layer):
+    """Elementwise quotient x / y, with broadcasting."""
+
+    inputs = ("x", "y")
+
+    def forward(self, x, y):
+        self.x_shape = np.shape(x)
+        self.y = y
+        self.out = x / y
+        return self.out
+
+    def backward(self, dout):
+        dx = dout / self.y
+        dy = -dx * self.out
+        return reduce_to_shape(dx, self.x_shape), reduce_to_shape(dy, np.shape(self.y))
+
+
+class Neg(Layer):
+    """Elementwise negation -x."""
+
+    inputs = ("x",)
+
+    def forward(self, x):
+        return -x
+
+    def backward(self, dout):
+        return (-dout,)
+
+
+class MatMul(Layer):
+    """Matrix product x @ y as numpy.matmul computes it (batched, 1-D operands promoted)."""
+
+    inputs = ("x", "y")
+
+    def forward(self, x, y):
+        self.x = x
+        self.y = y
+        return np.matmul(x, y)
+
+    def backward(self, dout):
+        x, y = self.x, self.y
+        # Promote 1-D operands the way matmul does, so one formula covers every rank.
+        x2 = x[np.newaxis, :] if x.ndim == 1 else x
+        y2 = y[:, np.newaxis] if y.ndim == 1 else y
+        d = dout
+        if x.ndim == 1:
+            d = np.expand_dims(d, -2)
+        if y.ndim == 1:
+            d = np.expand_dims(d, -1)
+        dx = np.matmul(d, np.swapaxes(y2, -1, -2))
+        dy = np.matmul(np.swapaxes(x2, -1, -2), d)
+        return reduce_to_shape(dx, x2.shape).reshape(x.shape), reduce_to_shape(dy, y2.shape).reshape(y.shape)

@@ -1,0 +1,128 @@
+"""The book's network layers: Affine, SoftmaxWithLoss, Dropout, BatchNormalization."""
+
+import numpy as np
+
+from gradserve.plugins import Attr, Layer, reduce_to_shape
+from gradserve.plugins.builtin.activations import softmax
+
+
+class Affine(Layer):
+    """Fully connected layer x @ W + b; x of rank > 2 is flattened to (N, -1)."""
+
+    inputs = ("x", "W", "b")
+
+    def forward(self, x, W, b):
+        self.original_x_shape = x.shape
+        self.x = x.reshape(x.shape[0], -1)
+        self.W = W
+        self.b_shape = b.shape
+        return self.x @ W + b
+
+    def backward(self, dout):
+        dx = (dout @ self.W.T).reshape(self.original_x_shape)
+        dW = self.x.T @ dout
+        db = reduce_to_shape(dout, self.b_shape)
+        return dx, dW, db
+
+
+class SoftmaxWithLoss(Layer):
+    """Softmax then mean cross-entropy against labels t (one-hot, or class indices)."""
+
+    inputs = ("x", "t")
+    outputs = ("loss",)
+    differentiable = ("x",)
+
+    def forward(self, x, t):
+        x2 = x.reshape(1, -1) if x.ndim == 1 else x
+        if t.shape == x.shape:
+            t_index = np.asarray(t).reshape(x2.shape).argmax(axis=-1)
+        elif np.issubdtype(t.dtype, np.integer) and t.size == x2.shape[0]:
+            t_index = t.reshape(-1)
+            if t_index.size and (t_index.min() < 0 or t_index.max() >= x2.shape[-1]):
+                raise ValueError(f"labels must lie in [0, {x2.shape[-1]}), got {t_index.min()}..{t_index.max()}")
+        else:
+            raise ValueError(
+                f"labels t must be one-hot of shape {x.shape} or integer class indices of length "
+                f"{x2.shape[0]}, got {t.dtype} {t.shape}"
+            )
+        self.x_shape = x.shape
+        self.t_index = t_index
+        self.y = softmax(x2)
+        batch = x2.shape[0]
+        # log-softmax keeps the loss exact where the book adds 1e-7 inside log().
+        shifted = x2 - x2.max(axis=-1, keepdims=True)
+        log_y = shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+        return np.asarray(-log_y[np.arange(batch), t_index].sum() / batch, dtype=x.dtype)
+
+    def backward(self, dout):
+        batch = self.y.shape[0]
+        dx = self.y.copy()
+        dx[np.arange(batch), self.t_index] -= 1
+        dx *= dout / batch
+        return dx.reshape(self.x_shape), None
+
+
+class Dropout(Layer):
+    """Zeroes a random fraction `ratio` of x in training; scales by (1 - ratio) otherwise, as the book does."""
+
+    inputs = ("x",)
+    attributes = {"ratio": Attr("float", 0.5, "the fraction of units dropped in training")}
+
+    def forward(self, x):
+        if self.training:
+            self.mask = self.rng.random(x.shape) > self.ratio
+            return x * self.mask
+        self.mask = None
+        return x * x.dtype.type(1.0 - self.ratio)
+
+    def backward(self, dout):
+        if self.mask is None:
+            return (dout * dout.dtype.type(1.0 - self.ratio),)
+        return (dout * self.mask,)
+
+
+class BatchNormalization(Layer):
+    """Batch normalization; running statistics go in as inputs and come back as outputs."""
+
+    inputs = ("x", "gamma", "beta", "running_mean", "running_var")
+    outputs = ("out", "running_mean_out", "running_var_out")
+    differentiable = ("x", "gamma", "beta")
+    attributes = {
+        "momentum": Attr("float", 0.9, "weight of the old running statistics"),
+        "eps": Attr("float", 1e-7, "added to the variance before the square root"),
+    }
+
+    def forward(self, x, gamma, beta, running_mean, running_var):
+        self.input_shape = x.shape
+        x = x.reshape(x.shape[0], -1)
+        self.gamma = gamma
+        if self.training:
+            mu = x.mean(axis=0)
+            self.xc = x - mu
+            var = (self.xc**2).mean(axis=0)
+            self.std = np.sqrt(var + self.eps)
+            m = self.momentum
+            new_mean = m * running_mean + (1 - m) * mu
+            new_var = m * running_var + (1 - m) * var
+        else:
+            self.xc = x - running_mean
+            self.std = np.sqrt(running_var + self.eps)
+            new_mean, new_var = running_mean, running_var
+        self.xn = self.xc / self.std
+        out = (gamma * self.xn + beta).reshape(self.input_shape)
+        dtype = x.dtype
+        return out, np.asarray(new_mean, dtype=dtype), np.asarray(new_var, dtype=dtype)
+
+    def backward(self, dout, drunning_mean=None, drunning_var=None):
+        dout = dout.reshape(dout.shape[0], -1)
+        dbeta = dout.sum(axis=0)
+        dgamma = (self.xn * dout).sum(axis=0)
+        dxn = self.gamma * dout
+        dxc = dxn / self.std
+        if self.training:
+            batch = dout.shape[0]
+            dstd = -((dxn * self.xc) / (self.std * self.std)).sum(axis=0)
+            dvar = 0.5 * dstd / self.std
+            dxc = dxc + (2.0 / batch) * self.xc * dvar
+            dxc = dxc - dxc.sum(axis=0) / batch
+        return dxc.reshape(self.input_shape), dgamma, dbeta, None, None

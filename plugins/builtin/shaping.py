@@ -1,0 +1,89 @@
+"""Reductions and shape changes: Sum, Mean, Reshape, Identity."""
+
+import numpy as np
+
+from gradserve.plugins import Attr, Layer
+
+_AXIS = Attr("ints", None, "axes to reduce; all axes when unset")
+_KEEPDIMS = Attr("bool", False, "keep reduced axes with length one")
+
+
+def _expand_back(dout, x_shape, axis, keepdims):
+    """Broadcast a reduction's dout back to the shape of its input."""
+    if not keepdims:
+        axes = range(len(x_shape)) if axis is None else [a % len(x_shape) for a in axis]
+        dout = np.expand_dims(dout, tuple(sorted(axes)))
+    return np.broadcast_to(dout, x_shape)
+
+
+class Sum(Layer):
+    """Sum of x over axes."""
+
+    inputs = ("x",)
+    attributes = {"axis": _AXIS, "keepdims": _KEEPDIMS}
+
+    def forward(self, x):
+        self.x_shape = x.shape
+        return np.asarray(x.sum(axis=self.axis, keepdims=self.keepdims))
+
+    def backward(self, dout):
+        return (_expand_back(dout, self.x_shape, self.axis, self.keepdims),)
+
+
+class Mean(Layer):
+    """Mean of x over axes."""
+
+    inputs = ("x",)
+    attributes = {"axis": _AXIS, "keepdims": _KEEPDIMS}
+
+    def forward(self, x):
+        self.x_shape = x.shape
+        out = np.asarray(x.mean(axis=self.axis, keepdims=self.keepdims))
+        self.count = x.size // max(out.size, 1) if x.size else 1
+        return out
+
+    def backward(self, dout):
+        return (_expand_back(dout / self.count, self.x_shape, self.axis, self.keepdims),)
+
+
+class Reshape(Layer):
+    """x reshaped to a shape (one dimension may be -1)."""
+
+    inputs = ("x",)
+    attributes = {"shape": Attr("ints", doc="the new shape; -1 once for an inferred length")}
+
+    def forward(self, x):
+        self.x_shape = x.shape
+        return x.reshape(self.shape)
+
+    def backward(self, dout):
+        return (dout.reshape(self.x_shape),)
+
+
+class Identity(Layer):
+    """x unchanged."""
+
+    inputs = ("x",)
+
+    def forward(self, x):
+        return x
+
+    def backward(self, dout):
+        return (dout,)
+
+
+class Constant(Layer):
+    """A constant array built from its attributes (the graph builder's numbers, ONNX constants)."""
+
+    inputs = ()
+    attributes = {
+        "value": Attr("floats", doc="the elements, in C order"),
+        "shape": Attr("ints", (), "the array's shape; () for a scalar"),
+        "dtype": Attr("str", "float32", "a numpy dtype name"),
+    }
+
+    def forward(self):
+        return np.array(self.value, dtype=self.dtype).reshape(self.shape)
+
+    def backward(self, dout):
+        return ()

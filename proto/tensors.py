@@ -1,0 +1,84 @@
+"""numpy <-> Tensor: zero-copy views on the way in, one copy on the way out."""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+import numpy as np
+
+from gradserve.proto import gradserve_pb2 as pb
+
+_TO_NUMPY = {
+    pb.FLOAT32: np.dtype("<f4"),
+    pb.FLOAT64: np.dtype("<f8"),
+    pb.INT32: np.dtype("<i4"),
+    pb.INT64: np.dtype("<i8"),
+    pb.BOOL: np.dtype("bool"),
+    pb.FLOAT16: np.dtype("<f2"),
+    pb.INT8: np.dtype("i1"),
+    pb.INT16: np.dtype("<i2"),
+    pb.UINT8: np.dtype("u1"),
+}
+_TO_PROTO = {dtype.name: code for code, dtype in _TO_NUMPY.items()}
+DTYPE_NAMES = {code: dtype.name for code, dtype in _TO_NUMPY.items()}
+
+
+class TensorError(ValueError):
+    """A Tensor message that does not describe a valid array."""
+
+
+def dtype_code(dtype) -> int:
+    """The DType enum value for a numpy dtype (or dtype name)."""
+    try:
+        return _TO_PROTO[np.dtype(dtype).name]
+    except (KeyError, TypeError):
+        raise TensorError(f"dtype {dtype} is not supported; use one of {', '.join(_TO_PROTO)}") from None
+
+
+def dtype_name(code: int) -> str:
+    try:
+        return DTYPE_NAMES[code]
+    except KeyError:
+        raise TensorError(f"unknown dtype code {code}; use one of {', '.join(pb.DType.keys()[1:])}") from None
+
+
+def to_tensor(array, out: pb.Tensor | None = None) -> pb.Tensor:
+    """Serialize an array (anything np.asarray takes) into ``out`` or a new Tensor."""
+    array = np.asarray(array)
+    code = dtype_code(array.dtype)
+    if array.dtype.byteorder == ">":
+        array = array.astype(array.dtype.newbyteorder("<"))
+    out = pb.Tensor() if out is None else out
+    out.dtype = code
+    out.shape[:] = array.shape
+    out.data = array.tobytes(order="C")  # the one copy
+    return out
+
+
+def from_tensor(tensor: pb.Tensor, name: str = "tensor") -> np.ndarray:
+    """A read-only numpy view of the Tensor's bytes; raise TensorError naming ``name`` when they disagree."""
+    if tensor.dtype not in _TO_NUMPY:
+        raise TensorError(f"{name}: unknown dtype code {tensor.dtype}; use one of {', '.join(pb.DType.keys()[1:])}")
+    dtype = _TO_NUMPY[tensor.dtype]
+    shape = tuple(tensor.shape)
+    if any(d < 0 for d in shape):
+        raise TensorError(f"{name}: shape {list(shape)} has a negative dimension")
+    count = 1
+    for d in shape:
+        count *= d
+    if count * dtype.itemsize != len(tensor.data):
+        raise TensorError(
+            f"{name}: {len(tensor.data)} bytes do not match shape {list(shape)} of {dtype.name} "
+            f"({count} elements x {dtype.itemsize} bytes = {count * dtype.itemsize})"
+        )
+    return np.frombuffer(tensor.data, dtype=dtype).reshape(shape)
+
+
+def to_tensor_map(arrays: Mapping[str, np.ndarray], out) -> None:
+    """Fill a protobuf map<string, Tensor> field from named arrays."""
+    for name, array in arrays.items():
+        to_tensor(array, out[name])
+
+
+def from_tensor_map(tensors, what: str = "tensor") -> dict[str, np.ndarray]:
+    return {name: from_tensor(t, f"{what} {name!r}") for name, t in tensors.items()}

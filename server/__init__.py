@@ -1,0 +1,1 @@
+"""The gradserve server: layer registry, graph engine, gRPC service and command line."""

@@ -1,0 +1,232 @@
+"""Run a Plan forward in topological order and backward by the chain rule (no gRPC here)."""
+
+from __future__ import annotations
+
+from typing import Callable, Iterable, Mapping
+
+import numpy as np
+
+from gradserve.server.errors import ComputeError, EngineError, FeedError
+from gradserve.server.plan import Plan, Step, check_feed
+
+#: Exceptions a layer raises for inputs it cannot handle: the caller's fault, not the server's.
+INPUT_ERRORS = (ValueError, TypeError, IndexError, ArithmeticError)
+
+
+class LayerContractError(EngineError):
+    """A layer broke the Layer contract (wrong number or shape of results): the plugin's fault."""
+
+
+class Pass:
+    """One forward pass: every value and the layer instances that backward needs."""
+
+    __slots__ = ("plan", "values", "layers")
+
+    def __init__(self, plan: Plan, values: list, layers: list):
+        self.plan = plan
+        self.values = values
+        self.layers = layers
+
+    def outputs(self) -> dict[str, np.ndarray]:
+        return {name: self.values[slot] for name, slot in self.plan.output_slots.items()}
+
+    def nbytes(self) -> int:
+        """Bytes of the arrays this pass keeps alive (values and what layers cached)."""
+        seen: set[int] = set()
+        total = 0
+        for array in _arrays(self.values, self.layers):
+            if id(array) not in seen:
+                seen.add(id(array))
+                total += array.nbytes
+        return total
+
+    def backward(
+        self,
+        output_grads: Mapping[str, np.ndarray] | None = None,
+        wrt: Iterable[str] | None = None,
+        should_stop: Callable[[], None] | None = None,
+    ) -> dict[str, np.ndarray]:
+        """Gradients of the seeded outputs with respect to the ``wrt`` inputs.
+
+        ``output_grads`` seeds outputs by name; when empty, every scalar output is
+        seeded with one. Gradients are summed where a value feeds several nodes.
+        ``wrt`` defaults to every floating-point graph input; integer and boolean
+        inputs (labels) never get a gradient.
+        """
+        plan, values = self.plan, self.values
+        wrt_slots = self._wrt_slots(wrt)
+        grads: list = [None] * plan.n_slots
+        for name, slot in self._seeds(output_grads).items():
+            _accumulate(grads, slot, self._seed_array(name, slot, output_grads))
+        for index, step in plan.backward_steps(frozenset(wrt_slots.values())):
+            douts = [grads[s] for s in step.out_slots]
+            if all(d is None for d in douts):
+                continue
+            if should_stop is not None:
+                should_stop()
+            results = _call(step, "backward", self.layers[index].backward, douts)
+            if not isinstance(results, tuple) or len(results) != len(step.in_slots):
+                raise LayerContractError(
+                    f"{step.op}.backward must return a tuple of {len(step.in_slots)} gradients, got {_describe(results)}",
+                    step.node,
+                )
+            for slot, differentiable, grad in zip(step.in_slots, step.grad_mask, results):
+                if grad is None or not differentiable:
+                    continue
+                grad = np.asarray(grad)
+                if grad.shape != np.shape(values[slot]):
+                    raise LayerContractError(
+                        f"{step.op}.backward returned a gradient of shape {grad.shape} for "
+                        f"{plan.slot_names[slot]!r} of shape {np.shape(values[slot])}",
+                        step.node,
+                    )
+                _accumulate(grads, slot, grad)
+        out = {}
+        for name, slot in wrt_slots.items():
+            value = values[slot]
+            grad = grads[slot]
+            out[name] = np.zeros_like(value) if grad is None else grad.astype(value.dtype, copy=False)
+        return out
+
+    def _wrt_slots(self, wrt) -> dict[str, int]:
+        plan = self.plan
+        if wrt is None:
+            names = [n for n in plan.input_slots if _is_float(self.values[plan.input_slots[n]])]
+        else:
+            names = list(dict.fromkeys(wrt))
+            unknown = [n for n in names if n not in plan.input_slots]
+            if unknown:
+                raise FeedError(
+                    f"cannot take gradients for {unknown[0]!r}: not a graph input "
+                    f"(inputs: {', '.join(plan.input_slots)})"
+                )
+        return {n: plan.input_slots[n] for n in names if _is_float(self.values[plan.input_slots[n]])}
+
+    def _seeds(self, output_grads) -> dict[str, int]:
+        plan = self.plan
+        if output_grads:
+            unknown = [n for n in output_grads if n not in plan.output_slots]
+            if unknown:
+                raise FeedError(
+                    f"gradient given for {unknown[0]!r}, which is not a graph output "
+                    f"(outputs: {', '.join(plan.output_slots)})"
+                )
+            return {n: plan.output_slots[n] for n in output_grads}
+        seeds = {n: s for n, s in plan.output_slots.items() if np.size(self.values[s]) == 1}
+        if not seeds:
+            raise FeedError(
+                "no output gradient given and no output is a scalar; give a gradient for one of: "
+                + ", ".join(plan.output_slots)
+            )
+        return seeds
+
+    def _seed_array(self, name, slot, output_grads) -> np.ndarray:
+        value = self.values[slot]
+        if not output_grads:
+            return np.ones_like(value)
+        grad = np.asarray(output_grads[name])
+        if grad.shape != np.shape(value):
+            raise FeedError(f"gradient for output {name!r} has shape {list(grad.shape)}, the output has "
+                            f"{list(np.shape(value))}")
+        return grad.astype(value.dtype, copy=False)
+
+
+def forward(
+    plan: Plan,
+    feeds: Mapping[str, np.ndarray],
+    *,
+    training: bool = False,
+    seed: int | None = None,
+    should_stop: Callable[[], None] | None = None,
+) -> Pass:
+    """Run every node in topological order; ``should_stop`` is called between nodes and may raise."""
+    values: list = [None] * plan.n_slots
+    missing = [inp.name for inp in plan.inputs if inp.name not in feeds]
+    if missing:
+        raise FeedError(f"missing feed for graph input {missing[0]!r} (the graph's inputs: "
+                        f"{', '.join(i.name for i in plan.inputs)})")
+    extra = [name for name in feeds if name not in plan.input_slots]
+    if extra:
+        raise FeedError(f"feed {extra[0]!r} is not a graph input (the graph's inputs: "
+                        f"{', '.join(i.name for i in plan.inputs)})")
+    for inp in plan.inputs:
+        value = feeds[inp.name]
+        problem = check_feed(inp, value)
+        if problem:
+            raise FeedError(problem)
+        values[plan.input_slots[inp.name]] = value
+    layers: list = [None] * len(plan.steps)
+    stateful = training or seed is not None
+    for index, step in enumerate(plan.steps):
+        if should_stop is not None:
+            should_stop()
+        layer = step.cls(**step.attrs)
+        if stateful:
+            layer.training = training
+            layer.seed = None if seed is None else (seed, index)
+        result = _call(step, "forward", layer.forward, [values[s] for s in step.in_slots])
+        if len(step.out_slots) == 1:
+            values[step.out_slots[0]] = _as_array(step, result)
+        else:
+            if not isinstance(result, tuple) or len(result) != len(step.out_slots):
+                raise LayerContractError(
+                    f"{step.op}.forward must return a tuple of {len(step.out_slots)} outputs, got {_describe(result)}",
+                    step.node,
+                )
+            for slot, item in zip(step.out_slots, result):
+                values[slot] = _as_array(step, item)
+        layers[index] = layer
+    return Pass(plan, values, layers)
+
+
+def run(plan: Plan, feeds, output_grads=None, wrt=None, *, training=False, seed=None, should_stop=None):
+    """Forward then backward in one call: (outputs, gradients)."""
+    state = forward(plan, feeds, training=training, seed=seed, should_stop=should_stop)
+    grads = {} if wrt is not None and not wrt else state.backward(output_grads, wrt, should_stop)
+    return state.outputs(), grads
+
+
+def _call(step: Step, what: str, method, args):
+    try:
+        with np.errstate(all="ignore"):
+            return method(*args)
+    except INPUT_ERRORS as exc:
+        shapes = ", ".join(f"{_describe(a)}" for a in args)
+        raise ComputeError(f"{step.op}.{what} failed on ({shapes}): {exc}", step.node) from None
+
+
+def _as_array(step: Step, value) -> np.ndarray:
+    if isinstance(value, np.ndarray):
+        return value
+    if isinstance(value, (np.generic, int, float, bool)):
+        return np.asarray(value)
+    raise LayerContractError(f"{step.op}.forward returned {_describe(value)}, not an array", step.node)
+
+
+def _accumulate(grads: list, slot: int, grad: np.ndarray) -> None:
+    # Never add in place: a layer may hand back its dout (Add does), which another node also holds.
+    current = grads[slot]
+    grads[slot] = grad if current is None else current + grad
+
+
+def _is_float(value) -> bool:
+    return np.issubdtype(np.asarray(value).dtype, np.floating)
+
+
+def _describe(value) -> str:
+    if isinstance(value, np.ndarray):
+        return f"{value.dtype.name}{list(value.shape)}"
+    if isinstance(value, tuple):
+        return f"a tuple of {len(value)}"
+    return type(value).__name__
+
+
+def _arrays(values, layers):
+    for value in values:
+        if isinstance(value, np.ndarray):
+            yield value
+    for layer in layers:
+        if layer is not None:
+            for item in vars(layer).values():
+                if isinstance(item, np.ndarray):
+                    yield item

@@ -1,0 +1,34 @@
+"""The server's configurable limits, each with a default and an error naming it and its value."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable
+
+import numpy as np
+
+from gradserve.server.errors import LimitError
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_message_bytes: int = 256 << 20  # room for a 64 MiB tensor and its gradient, with margin
+    max_graph_nodes: int = 10_000
+    max_tensor_elements: int = 1 << 26  # 64 Mi elements (256 MiB of float32)
+    max_request_elements: int = 1 << 27
+    max_sessions: int = 10_000
+    session_ttl: float = 300.0
+    max_session_bytes: int = 2 << 30
+    max_gradcheck_elements: int = 200_000
+    max_cached_plans: int = 1_000
+
+    def check_arrays(self, arrays: Iterable[np.ndarray], what: str = "request") -> None:
+        total = 0
+        for name, array in arrays:
+            if array.size > self.max_tensor_elements:
+                raise LimitError(f"tensor {name!r} has {array.size} elements, over the max-tensor-elements "
+                                 f"limit of {self.max_tensor_elements}")
+            total += array.size
+        if total > self.max_request_elements:
+            raise LimitError(f"the {what} carries {total} elements, over the max-request-elements limit "
+                             f"of {self.max_request_elements}")

@@ -1,0 +1,199 @@
+"""Validate a GraphSpec against the registry and compile it into an execution Plan."""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from gradserve.plugins import Layer, SchemaError
+from gradserve.server.errors import (
+    ArityError,
+    AttributeValueError,
+    CycleError,
+    GraphError,
+    LimitError,
+    NameConflictError,
+    UnknownOpError,
+)
+from gradserve.server.graph import DTYPES, GraphSpec, InputSpec
+from gradserve.server.registry import Registry
+
+
+@dataclass(frozen=True)
+class Step:
+    """One node, ready to run: its layer class, bound attributes and value slots."""
+
+    node: str
+    op: str
+    cls: type[Layer]
+    attrs: dict
+    in_slots: tuple[int, ...]
+    out_slots: tuple[int, ...]
+    grad_mask: tuple[bool, ...]  # which inputs are differentiable
+
+
+@dataclass
+class Plan:
+    """A validated graph in topological order, with every name resolved to a slot index."""
+
+    graph_id: str
+    spec: GraphSpec
+    inputs: tuple[InputSpec, ...]
+    input_slots: dict[str, int]
+    output_slots: dict[str, int]
+    steps: tuple[Step, ...]
+    n_slots: int
+    slot_names: tuple[str, ...]
+    _backward_cache: dict = field(default_factory=dict, repr=False)
+
+    def backward_steps(self, wrt_slots: frozenset[int]) -> tuple[tuple[int, Step], ...]:
+        """The steps that lie on a path from a wrt input, in reverse order (cached per wrt set)."""
+        cached = self._backward_cache.get(wrt_slots)
+        if cached is None:
+            live = set(wrt_slots)
+            needed = []
+            for index, step in enumerate(self.steps):
+                if any(s in live and m for s, m in zip(step.in_slots, step.grad_mask)):
+                    live.update(step.out_slots)
+                    needed.append((index, step))
+            cached = self._backward_cache[wrt_slots] = tuple(reversed(needed))
+        return cached
+
+
+def compile_graph(spec: GraphSpec, registry: Registry, max_nodes: int | None = None) -> Plan:
+    """Check every rule a graph must follow and return its Plan; raise a GraphError naming the node."""
+    if max_nodes is not None and len(spec.nodes) > max_nodes:
+        raise LimitError(f"graph has {len(spec.nodes)} nodes, over the max-graph-nodes limit of {max_nodes}")
+    producer: dict[str, str | None] = {}  # value name -> node that defines it (None: a graph input)
+    for inp in spec.inputs:
+        _check_input(inp)
+        if inp.name in producer:
+            raise NameConflictError(f"graph input {inp.name!r} is declared twice")
+        producer[inp.name] = None
+
+    bound = []
+    node_names = set()
+    for node in spec.nodes:
+        if not node.name:
+            raise GraphError(f"a node with op {node.op!r} has no name; every node needs a unique name")
+        if node.name in node_names:
+            raise NameConflictError("two nodes share this name; node names must be unique", node.name)
+        node_names.add(node.name)
+        entry = registry.get(node.op)
+        if entry is None:
+            raise UnknownOpError(
+                f"unknown op {node.op!r}; the layers this server has are: {', '.join(registry.names())}", node.name
+            )
+        cls = entry.cls
+        try:
+            attrs = cls.bind_attributes(node.attrs)
+        except SchemaError as exc:
+            raise AttributeValueError(str(exc), node.name) from None
+        if len(node.inputs) != len(cls.inputs):
+            raise ArityError(
+                f"{node.op} takes {len(cls.inputs)} inputs ({', '.join(cls.inputs)}), got {len(node.inputs)}",
+                node.name,
+            )
+        outputs = node.outputs or _default_outputs(node.name, cls)
+        if len(outputs) != len(cls.outputs):
+            raise ArityError(
+                f"{node.op} has {len(cls.outputs)} outputs ({', '.join(cls.outputs)}), the node names {len(outputs)}",
+                node.name,
+            )
+        for value in outputs:
+            if value in producer:
+                owner = producer[value]
+                where = "a graph input" if owner is None else f"an output of node {owner!r}"
+                raise NameConflictError(f"output value {value!r} is already {where}", node.name)
+            producer[value] = node.name
+        bound.append((node, cls, attrs, outputs))
+
+    for node, _, _, _ in bound:
+        for value in node.inputs:
+            if value not in producer:
+                raise NameConflictError(
+                    f"input {value!r} is neither a graph input nor any node's output (a dangling name)", node.name
+                )
+
+    order = _topological_order(bound, producer)
+    slot_names = [inp.name for inp in spec.inputs] + [v for _, _, _, outs in bound for v in outs]
+    slot = {name: i for i, name in enumerate(slot_names)}
+    steps = []
+    for index in order:
+        node, cls, attrs, outputs = bound[index]
+        diff = set(cls.differentiable_inputs())
+        steps.append(Step(
+            node=node.name, op=node.op, cls=cls, attrs=attrs,
+            in_slots=tuple(slot[v] for v in node.inputs),
+            out_slots=tuple(slot[v] for v in outputs),
+            grad_mask=tuple(name in diff for name in cls.inputs),
+        ))
+
+    output_slots = {}
+    for out in spec.outputs:
+        if out.value not in slot:
+            raise GraphError(f"graph output {out.name!r} names value {out.value!r}, which nothing defines")
+        if out.name in output_slots:
+            raise NameConflictError(f"graph output name {out.name!r} is used twice")
+        output_slots[out.name] = slot[out.value]
+    if not output_slots:
+        raise GraphError("the graph has no outputs; name at least one")
+
+    return Plan(
+        graph_id=spec.graph_id(), spec=spec, inputs=spec.inputs,
+        input_slots={inp.name: slot[inp.name] for inp in spec.inputs},
+        output_slots=output_slots, steps=tuple(steps), n_slots=len(slot_names), slot_names=tuple(slot_names),
+    )
+
+
+def _check_input(inp: InputSpec) -> None:
+    if not inp.name:
+        raise GraphError("a graph input has an empty name")
+    if inp.dtype is not None and inp.dtype not in DTYPES:
+        raise GraphError(f"graph input {inp.name!r} has unknown dtype {inp.dtype!r}; use one of {', '.join(DTYPES)}")
+    if inp.shape is not None and any(d < -1 for d in inp.shape):
+        raise GraphError(f"graph input {inp.name!r} has shape {list(inp.shape)}; dimensions are >= 0, or -1 for any")
+
+
+def _default_outputs(node_name: str, cls: type[Layer]) -> tuple[str, ...]:
+    if len(cls.outputs) == 1:
+        return (node_name,)
+    return tuple(f"{node_name}:{out}" for out in cls.outputs)
+
+
+def _topological_order(bound, producer) -> list[int]:
+    """Kahn's algorithm, stable in the given node order; raise CycleError naming a node on a cycle."""
+    index_of = {node.name: i for i, (node, _, _, _) in enumerate(bound)}
+    indegree = [0] * len(bound)
+    users: list[list[int]] = [[] for _ in bound]
+    for i, (node, _, _, _) in enumerate(bound):
+        for value in node.inputs:
+            owner = producer[value]
+            if owner is not None:
+                indegree[i] += 1
+                users[index_of[owner]].append(i)
+    ready = deque(i for i, d in enumerate(indegree) if d == 0)
+    order = []
+    while ready:
+        i = ready.popleft()
+        order.append(i)
+        for j in users[i]:
+            indegree[j] -= 1
+            if indegree[j] == 0:
+                ready.append(j)
+    if len(order) != len(bound):
+        stuck = next(bound[i][0].name for i, d in enumerate(indegree) if d > 0)
+        raise CycleError("the node is on a cycle: its inputs depend on its own outputs", stuck)
+    return order
+
+
+def check_feed(inp: InputSpec, value: np.ndarray) -> str | None:
+    """Why ``value`` does not fit graph input ``inp``, or None when it does."""
+    if inp.dtype is not None and value.dtype.name != inp.dtype:
+        return f"input {inp.name!r} expects dtype {inp.dtype}, got {value.dtype.name}"
+    if inp.shape is not None:
+        if len(inp.shape) != value.ndim or any(d not in (-1, n) for d, n in zip(inp.shape, value.shape)):
+            return f"input {inp.name!r} expects shape {list(inp.shape)} (-1 = any), got {list(value.shape)}"
+    return None

@@ -1,0 +1,151 @@
+"""The service's operations over numpy: graphs by id or name, sessions, limits (what the servicer calls)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+
+from gradserve.server import engine, gradcheck
+from gradserve.server.errors import UnknownGraphError
+from gradserve.server.graph import GraphSpec
+from gradserve.server.limits import Limits
+from gradserve.server.plan import Plan, compile_graph
+from gradserve.server.registry import Registry
+from gradserve.server.sessions import SessionStore
+
+_LOGGER = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class NamedGraph:
+    name: str
+    version: str
+    graph_id: str
+
+
+class Service:
+    """Everything a request can ask of gradserve, free of gRPC."""
+
+    def __init__(self, registry: Registry, limits: Limits = Limits(), graph_store: str | Path | None = None):
+        self.registry = registry
+        self.limits = limits
+        self.sessions = SessionStore(limits.session_ttl, limits.max_sessions, limits.max_session_bytes)
+        self._plans: OrderedDict[str, Plan] = OrderedDict()
+        self._named: dict[str, NamedGraph] = {}
+        self._pinned: dict[str, Plan] = {}  # plans of named graphs are never evicted
+        self._lock = threading.Lock()
+        self._store = Path(graph_store) if graph_store else None
+        if self._store is not None:
+            self._load_store()
+
+    # -- graphs --
+
+    def register(self, spec: GraphSpec, name: str = "", version: str = "", persist: bool = True) -> Plan:
+        """Validate and compile ``spec`` (once per content), optionally under a name; return its plan."""
+        plan = self._compiled(spec)
+        if name:
+            named = NamedGraph(name, version or "1", plan.graph_id)
+            with self._lock:
+                self._named[name] = named
+                self._pinned[plan.graph_id] = plan
+            if persist and self._store is not None:
+                self._save(named, spec)
+        return plan
+
+    def plan(self, graph: GraphSpec | str) -> Plan:
+        """The plan for an inline graph (compiled and cached) or for a graph id or name."""
+        if isinstance(graph, GraphSpec):
+            return self._compiled(graph)
+        with self._lock:
+            named = self._named.get(graph)
+            graph_id = named.graph_id if named else graph
+            plan = self._pinned.get(graph_id) or self._plans.get(graph_id)
+            if plan is not None and graph_id in self._plans:
+                self._plans.move_to_end(graph_id)
+        if plan is None:
+            raise UnknownGraphError(f"unknown graph id or name {graph!r} on this server; send the graph "
+                                    "itself (RegisterGraph, or inline in the request)")
+        return plan
+
+    def named_graphs(self) -> list[NamedGraph]:
+        with self._lock:
+            return sorted(self._named.values(), key=lambda n: n.name)
+
+    def named(self, name: str) -> NamedGraph | None:
+        with self._lock:
+            return self._named.get(name)
+
+    def _compiled(self, spec: GraphSpec) -> Plan:
+        graph_id = spec.graph_id()
+        with self._lock:
+            plan = self._pinned.get(graph_id) or self._plans.get(graph_id)
+        if plan is not None:
+            return plan
+        plan = compile_graph(spec, self.registry, self.limits.max_graph_nodes)
+        with self._lock:
+            self._plans[graph_id] = plan
+            while len(self._plans) > self.limits.max_cached_plans:
+                self._plans.popitem(last=False)
+        return plan
+
+    # -- running --
+
+    def forward(self, plan: Plan, feeds, keep_for_backward=False, training=False, seed=None, should_stop=None):
+        """(outputs, session id or "")."""
+        self.limits.check_arrays(feeds.items())
+        state = engine.forward(plan, feeds, training=training, seed=seed, should_stop=should_stop)
+        session_id = self.sessions.put(state) if keep_for_backward else ""
+        return state.outputs(), session_id
+
+    def backward(self, session_id: str, output_grads=None, wrt=None, retain=False, should_stop=None):
+        self.limits.check_arrays((output_grads or {}).items())
+        state = self.sessions.get(session_id)
+        grads = state.backward(output_grads, wrt, should_stop)
+        if not retain:
+            self.sessions.release(session_id)
+        return grads
+
+    def release(self, session_id: str) -> bool:
+        return self.sessions.release(session_id)
+
+    def run(self, plan: Plan, feeds, output_grads=None, wrt=None, training=False, seed=None, should_stop=None):
+        self.limits.check_arrays(list(feeds.items()) + list((output_grads or {}).items()))
+        return engine.run(plan, feeds, output_grads, wrt, training=training, seed=seed, should_stop=should_stop)
+
+    def check_gradients(self, plan: Plan, feeds, wrt=None, output_grads=None, eps=1e-4, should_stop=None):
+        self.limits.check_arrays(feeds.items())
+        return gradcheck.check_gradients(plan, feeds, wrt, output_grads, eps or 1e-4,
+                                         self.limits.max_gradcheck_elements, should_stop)
+
+    # -- the graph store: named graphs survive restarts and reach new replicas --
+
+    def _save(self, named: NamedGraph, spec: GraphSpec) -> None:
+        self._store.mkdir(parents=True, exist_ok=True)
+        record = {"name": named.name, "version": named.version, "graph": spec.canonical().decode()}
+        target = self._store / f"{_safe(named.name)}.json"
+        fd, tmp = tempfile.mkstemp(dir=self._store, prefix=".tmp-", suffix=".json")
+        with os.fdopen(fd, "w") as fh:
+            json.dump(record, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)
+
+    def _load_store(self) -> None:
+        if not self._store.is_dir():
+            return
+        for path in sorted(self._store.glob("*.json")):
+            try:
+                record = json.loads(path.read_text())
+                self.register(GraphSpec.from_canonical(record["graph"].encode()), record["name"], record["version"], persist=False)
+            except Exception as exc:  # one bad file must not keep the others from loading
+                _LOGGER.error("graph store: skipping %s: %s", path, exc)
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)

@@ -1,0 +1,116 @@
+"""The GradServe gRPC servicer: convert, call the Service, convert back."""
+
+from __future__ import annotations
+
+import functools
+
+import grpc
+
+from gradserve.proto import gradserve_pb2 as pb
+from gradserve.proto import gradserve_pb2_grpc as pb_grpc
+from gradserve.proto.tensors import from_tensor_map, to_tensor, to_tensor_map
+from gradserve.server import convert, status
+from gradserve.server.errors import CancelledError, EngineError, GraphError
+from gradserve.server.service import Service
+
+
+def _handled(method):
+    """Turn every error a request can cause into its gRPC status; the server goes on."""
+
+    @functools.wraps(method)
+    def wrapper(self, request, context):
+        try:
+            return method(self, request, context)
+        except Exception as exc:  # noqa: BLE001 - every failure becomes a status, never a crash
+            status.abort(context, exc)
+
+    return wrapper
+
+
+def stopper(context: grpc.ServicerContext):
+    """A check the engine calls between nodes: stop once the caller cancelled or the deadline passed."""
+
+    def should_stop():
+        if not context.is_active():
+            raise CancelledError("the call was cancelled or its deadline passed; stopped between nodes")
+
+    return should_stop
+
+
+class GradServeServicer(pb_grpc.GradServeServicer):
+    def __init__(self, service: Service):
+        self.service = service
+        self._layers = convert.list_layers_response(service.registry)
+
+    def _plan(self, ref: pb.GraphRef):
+        kind = ref.WhichOneof("ref")
+        if kind == "graph":
+            return self.service.plan(convert.graph_from_proto(ref.graph))
+        if kind in ("graph_id", "name"):
+            return self.service.plan(getattr(ref, kind))
+        raise GraphError("the request names no graph: set graph.graph, graph.graph_id or graph.name")
+
+    @_handled
+    def ListLayers(self, request, context):
+        return self._layers
+
+    @_handled
+    def RegisterGraph(self, request, context):
+        if request.version and not request.name:
+            raise EngineError("a version needs a name: set name as well, or leave version empty")
+        plan = self.service.register(convert.graph_from_proto(request.graph), request.name, request.version)
+        return pb.RegisterGraphResponse(graph_id=plan.graph_id)
+
+    @_handled
+    def Forward(self, request, context):
+        plan = self._plan(request.graph)
+        outputs, session_id = self.service.forward(
+            plan, from_tensor_map(request.feeds, "feed"), request.keep_for_backward, request.training,
+            request.seed if request.HasField("seed") else None, stopper(context),
+        )
+        response = pb.ForwardResponse(session_id=session_id, graph_id=plan.graph_id)
+        to_tensor_map(outputs, response.outputs)
+        return response
+
+    @_handled
+    def Backward(self, request, context):
+        grads = self.service.backward(
+            request.session_id, from_tensor_map(request.output_grads, "output gradient"),
+            list(request.wrt) or None, request.retain, stopper(context),
+        )
+        response = pb.BackwardResponse()
+        to_tensor_map(grads, response.grads)
+        return response
+
+    @_handled
+    def ReleaseSession(self, request, context):
+        return pb.ReleaseSessionResponse(released=self.service.release(request.session_id))
+
+    @_handled
+    def Run(self, request, context):
+        plan = self._plan(request.graph)
+        wrt = [] if request.no_grad else (list(request.wrt) or None)
+        outputs, grads = self.service.run(
+            plan, from_tensor_map(request.feeds, "feed"), from_tensor_map(request.output_grads, "output gradient"),
+            wrt, request.training, request.seed if request.HasField("seed") else None, stopper(context),
+        )
+        response = pb.RunResponse(graph_id=plan.graph_id)
+        to_tensor_map(outputs, response.outputs)
+        to_tensor_map(grads, response.grads)
+        return response
+
+    @_handled
+    def CheckGradients(self, request, context):
+        plan = self._plan(request.graph)
+        checks = self.service.check_gradients(
+            plan, from_tensor_map(request.feeds, "feed"), list(request.wrt) or None,
+            from_tensor_map(request.output_grads, "output gradient"), request.eps, stopper(context),
+        )
+        response = pb.CheckGradientsResponse()
+        for check in checks:
+            item = response.checks.add(name=check.name, max_abs_diff=check.max_abs_diff,
+                                       mean_abs_diff=check.mean_abs_diff)
+            to_tensor(check.numerical, item.numerical)
+            to_tensor(check.backprop, item.backprop)
+        return response
+

@@ -1,0 +1,100 @@
+"""Forward passes kept for a later Backward, under a TTL, a count limit and a total-bytes cap."""
+
+from __future__ import annotations
+
+import secrets
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+
+from gradserve.server.engine import Pass
+from gradserve.server.errors import LimitError, SessionError, SessionExpiredError
+
+_TOMBSTONES = 10_000  # how many dropped ids we remember, to tell "expired" from "never existed"
+
+
+@dataclass
+class _Entry:
+    state: Pass
+    nbytes: int
+    last_used: float
+
+
+class SessionStore:
+    """Thread-safe store of live Forward passes; least recently used goes first under the bytes cap."""
+
+    def __init__(self, ttl: float = 300.0, max_sessions: int = 10_000, max_bytes: int = 1 << 30, clock=time.monotonic):
+        self.ttl = ttl
+        self.max_sessions = max_sessions
+        self.max_bytes = max_bytes
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._live: OrderedDict[str, _Entry] = OrderedDict()
+        self._dropped: OrderedDict[str, str] = OrderedDict()
+        self._bytes = 0
+
+    @property
+    def count(self) -> int:
+        return len(self._live)
+
+    @property
+    def nbytes(self) -> int:
+        return self._bytes
+
+    def put(self, state: Pass) -> str:
+        nbytes = state.nbytes()
+        if nbytes > self.max_bytes:
+            raise LimitError(f"this forward pass keeps {nbytes} bytes, over the max-session-bytes limit "
+                             f"of {self.max_bytes}; send a smaller batch or use Run")
+        session_id = secrets.token_hex(16)
+        with self._lock:
+            now = self._clock()
+            self._expire(now)
+            if len(self._live) >= self.max_sessions:
+                raise LimitError(f"{len(self._live)} live sessions reached the max-sessions limit of "
+                                 f"{self.max_sessions}; release sessions (ReleaseSession) or use Run")
+            while self._bytes + nbytes > self.max_bytes and self._live:
+                self._drop(next(iter(self._live)), "evicted to stay under the max-session-bytes limit")
+            self._live[session_id] = _Entry(state, nbytes, now)
+            self._bytes += nbytes
+        return session_id
+
+    def get(self, session_id: str) -> Pass:
+        with self._lock:
+            now = self._clock()
+            self._expire(now)
+            entry = self._live.get(session_id)
+            if entry is None:
+                self._raise_missing(session_id)
+            entry.last_used = now
+            self._live.move_to_end(session_id)
+            return entry.state
+
+    def release(self, session_id: str) -> bool:
+        with self._lock:
+            if session_id in self._live:
+                self._drop(session_id, "released")
+                return True
+            return False
+
+    def _raise_missing(self, session_id: str):
+        reason = self._dropped.get(session_id)
+        if reason is not None:
+            raise SessionExpiredError(f"session {session_id} is gone: {reason}; run Forward again")
+        raise SessionError(f"no session {session_id!r} on this server (sessions live on the replica "
+                           "that ran Forward, and do not survive a restart)")
+
+    def _expire(self, now: float) -> None:
+        while self._live:
+            session_id, entry = next(iter(self._live.items()))
+            if now - entry.last_used <= self.ttl:
+                break
+            self._drop(session_id, f"expired after {self.ttl:g}s unused (session TTL)")
+
+    def _drop(self, session_id: str, reason: str) -> None:
+        entry = self._live.pop(session_id)
+        self._bytes -= entry.nbytes
+        self._dropped[session_id] = reason
+        while len(self._dropped) > _TOMBSTONES:
+            self._dropped.popitem(last=False)

@@ -1,0 +1,54 @@
+"""Engine errors -> gRPC status codes, with google.rpc details naming the node."""
+
+from __future__ import annotations
+
+import logging
+
+import grpc
+from google.protobuf import any_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+from gradserve.proto.tensors import TensorError
+from gradserve.server import errors
+from gradserve.server.engine import LayerContractError
+
+_LOGGER = logging.getLogger(__name__)
+
+ERROR_DOMAIN = "gradserve.dev"
+
+# Most specific first: the first matching class decides the code.
+_CODES: tuple[tuple[type[Exception], grpc.StatusCode], ...] = (
+    (errors.UnknownOpError, grpc.StatusCode.NOT_FOUND),
+    (errors.UnknownGraphError, grpc.StatusCode.NOT_FOUND),
+    (errors.SessionExpiredError, grpc.StatusCode.FAILED_PRECONDITION),
+    (errors.SessionError, grpc.StatusCode.NOT_FOUND),
+    (errors.LimitError, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (errors.CancelledError, grpc.StatusCode.CANCELLED),
+    (LayerContractError, grpc.StatusCode.INTERNAL),
+    (errors.EngineError, grpc.StatusCode.INVALID_ARGUMENT),
+    (TensorError, grpc.StatusCode.INVALID_ARGUMENT),
+)
+
+
+def status_for(exc: Exception) -> status_pb2.Status:
+    """The google.rpc.Status for an exception a request caused (INTERNAL for anything unexpected)."""
+    code = next((c for cls, c in _CODES if isinstance(exc, cls)), grpc.StatusCode.INTERNAL)
+    node = getattr(exc, "node", None)
+    message = str(exc)
+    if code is grpc.StatusCode.INTERNAL and not isinstance(exc, LayerContractError):
+        message = f"internal error ({type(exc).__name__}: {exc}); the server logged it"
+    info = error_details_pb2.ErrorInfo(reason=type(exc).__name__, domain=ERROR_DOMAIN)
+    if node:
+        info.metadata["node"] = node
+    detail = any_pb2.Any()
+    detail.Pack(info)
+    return status_pb2.Status(code=code.value[0], message=message, details=[detail])
+
+
+def abort(context: grpc.ServicerContext, exc: Exception) -> None:
+    """End the call with the status for ``exc`` (raises, as context.abort does)."""
+    status = status_for(exc)
+    if status.code == code_pb2.INTERNAL:
+        _LOGGER.error("internal error", exc_info=exc)
+    context.abort_with_status(rpc_status.to_status(status))
