@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import weakref
 from dataclasses import dataclass, field
@@ -19,6 +20,11 @@ from gradserve.client.errors import GradserveError, NotFound, from_rpc_error
 from gradserve.client.graph import Graph
 
 DEFAULT_MESSAGE_BYTES = 256 << 20
+#: Spread calls over every address the target resolves to ("ipv4:10.0.0.1:50051,10.0.0.2:50051", or a DNS
+#: name with several records such as a Kubernetes headless Service); gRPC's default, pick_first, uses one.
+ROUND_ROBIN = ("grpc.service_config", json.dumps({"loadBalancingConfig": [{"round_robin": {}}]}))
+#: Trailer in which a server names the process that answered (see server/servicer.py).
+REPLICA_KEY = "gradserve-replica"
 
 
 @dataclass
@@ -28,6 +34,10 @@ class Result:
     outputs: dict[str, np.ndarray]
     grads: dict[str, np.ndarray]
     graph_id: str
+    values: dict[str, np.ndarray] = field(default_factory=dict)  # with trace=True: every value
+    value_grads: dict[str, np.ndarray] = field(default_factory=dict)  # with trace=True: their gradients
+    graph: Graph | None = None
+    replica: str = ""  # the server process that answered ("host:pid"), to see load balancing at work
 
 
 @dataclass
@@ -95,13 +105,13 @@ class Client:
     """A connection to a gradserve server. Use ``connect()`` to make one."""
 
     def __init__(self, target: str, *, channel: grpc.Channel | None = None, timeout: float | None = None,
-                 max_message_bytes: int = DEFAULT_MESSAGE_BYTES, on_close=None):
+                 max_message_bytes: int = DEFAULT_MESSAGE_BYTES, round_robin: bool = False, on_close=None):
         self.target = target
         self.timeout = timeout
         self._channel = channel or grpc.insecure_channel(target, options=[
             ("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.max_send_message_length", max_message_bytes),
-        ])
+        ] + ([ROUND_ROBIN] if round_robin else []))
         self._stub = pb_grpc.GradServeStub(self._channel)
         self._graph_ids: weakref.WeakKeyDictionary[Graph, tuple[int, str]] = weakref.WeakKeyDictionary()
         self._lock = threading.Lock()
@@ -175,12 +185,12 @@ class Client:
             self._graph_ids[graph] = (graph.version, graph_id)
         return graph_id
 
-    def _ref(self, graph: Graph | str, *, fresh: bool = False) -> pb.GraphRef:
+    def _ref(self, graph: Graph | str) -> pb.GraphRef:
         if isinstance(graph, str):
             return pb.GraphRef(graph_id=graph)
         with self._lock:
             known = self._graph_ids.get(graph)
-        if fresh or known is None or known[0] != graph.version:
+        if known is None or known[0] != graph.version:
             self.register(graph)
             with self._lock:
                 known = self._graph_ids[graph]
@@ -193,19 +203,21 @@ class Client:
         except NotFound as error:
             if isinstance(graph, str) or error.reason != "UnknownGraphError":
                 raise
-            return self._call(method, make_request(self._ref(graph, fresh=True)), timeout)
+            # Inline, not RegisterGraph + id: behind a load balancer those two calls can reach different replicas.
+            return self._call(method, make_request(pb.GraphRef(graph=graph.to_proto())), timeout)
 
     def run(self, graph: Graph | str, feeds: Mapping[str, np.ndarray], grad: Iterable[str] | bool | None = None,
             seed_grads: Mapping[str, np.ndarray] | None = None, *, training: bool = False, seed: int | None = None,
-            timeout: float | None = None) -> Result:
+            trace: bool = False, timeout: float | None = None) -> Result:
         """Forward and backward in one stateless call.
 
         ``grad``: names of inputs to differentiate (default: every float input;
         False: forward only). ``seed_grads``: gradients of outputs (default: one
-        for each scalar output).
+        for each scalar output). ``trace``: also return every intermediate
+        value and its gradient (``Result.values``, ``Result.value_grads``).
         """
         def make(ref):
-            request = pb.RunRequest(graph=ref, training=training, no_grad=grad is False,
+            request = pb.RunRequest(graph=ref, training=training, no_grad=grad is False, trace=trace,
                                     wrt=[] if grad in (None, False, True) else list(grad))
             if seed is not None:
                 request.seed = seed
@@ -213,8 +225,11 @@ class Client:
             to_tensor_map(seed_grads or {}, request.output_grads)
             return request
 
-        response = self._with_graph(graph, make, self._stub.Run, timeout)
-        return Result(from_tensor_map(response.outputs), from_tensor_map(response.grads), response.graph_id)
+        response, call = self._with_graph(graph, make, self._stub.Run.with_call, timeout)
+        return Result(from_tensor_map(response.outputs), from_tensor_map(response.grads), response.graph_id,
+                      from_tensor_map(response.values), from_tensor_map(response.value_grads),
+                      graph if isinstance(graph, Graph) else None,
+                      dict(call.trailing_metadata() or ()).get(REPLICA_KEY, ""))
 
     def forward(self, graph: Graph | str, feeds: Mapping[str, np.ndarray], *, training: bool = False,
                 seed: int | None = None, keep_for_backward: bool = True, timeout: float | None = None) -> Session:
@@ -244,7 +259,12 @@ class Client:
 
 
 def connect(target: str | None = None, **kwargs) -> Client:
-    """A Client for ``target`` ("host:port"); with none, an embedded server on a free local port."""
+    """A Client for ``target`` ("host:port"); with none, an embedded server on a free local port.
+
+    Several replicas: a target that resolves to all of them ("ipv4:10.0.0.1:50051,10.0.0.2:50051", or a DNS
+    name with several records) and ``round_robin=True`` spread the calls; Run is stateless, so any replica may
+    answer, while a Forward's session lives on the replica that made it (see docs/deploy.md).
+    """
     if target:
         return Client(target, **kwargs)
     from gradserve.client.embedded import start_embedded

@@ -296,7 +296,7 @@ class ReleaseSessionResponse(_message.Message):
     def __init__(self, released: bool = ...) -> None: ...
 
 class RunRequest(_message.Message):
-    __slots__ = ("graph", "feeds", "output_grads", "wrt", "training", "seed", "no_grad")
+    __slots__ = ("graph", "feeds", "output_grads", "wrt", "training", "seed", "no_grad", "trace")
     class FeedsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -318,6 +318,7 @@ class RunRequest(_message.Message):
     TRAINING_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
     NO_GRAD_FIELD_NUMBER: _ClassVar[int]
+    TRACE_FIELD_NUMBER: _ClassVar[int]
     graph: GraphRef
     feeds: _containers.MessageMap[str, Tensor]
     output_grads: _containers.MessageMap[str, Tensor]
@@ -325,10 +326,11 @@ class RunRequest(_message.Message):
     training: bool
     seed: int
     no_grad: bool
-    def __init__(self, graph: _Optional[_Union[GraphRef, _Mapping]] = ..., feeds: _Optional[_Mapping[str, Tensor]] = ..., output_grads: _Optional[_Mapping[str, Tensor]] = ..., wrt: _Optional[_Iterable[str]] = ..., training: bool = ..., seed: _Optional[int] = ..., no_grad: bool = ...) -> None: ...
+    trace: bool
+    def __init__(self, graph: _Optional[_Union[GraphRef, _Mapping]] = ..., feeds: _Optional[_Mapping[str, Tensor]] = ..., output_grads: _Optional[_Mapping[str, Tensor]] = ..., wrt: _Optional[_Iterable[str]] = ..., training: bool = ..., seed: _Optional[int] = ..., no_grad: bool = ..., trace: bool = ...) -> None: ...
 
 class RunResponse(_message.Message):
-    __slots__ = ("outputs", "grads", "graph_id")
+    __slots__ = ("outputs", "grads", "graph_id", "values", "value_grads")
     class OutputsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -343,13 +345,31 @@ class RunResponse(_message.Message):
         key: str
         value: Tensor
         def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[Tensor, _Mapping]] = ...) -> None: ...
+    class ValuesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: Tensor
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[Tensor, _Mapping]] = ...) -> None: ...
+    class ValueGradsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: Tensor
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[Tensor, _Mapping]] = ...) -> None: ...
     OUTPUTS_FIELD_NUMBER: _ClassVar[int]
     GRADS_FIELD_NUMBER: _ClassVar[int]
     GRAPH_ID_FIELD_NUMBER: _ClassVar[int]
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    VALUE_GRADS_FIELD_NUMBER: _ClassVar[int]
     outputs: _containers.MessageMap[str, Tensor]
     grads: _containers.MessageMap[str, Tensor]
     graph_id: str
-    def __init__(self, outputs: _Optional[_Mapping[str, Tensor]] = ..., grads: _Optional[_Mapping[str, Tensor]] = ..., graph_id: _Optional[str] = ...) -> None: ...
+    values: _containers.MessageMap[str, Tensor]
+    value_grads: _containers.MessageMap[str, Tensor]
+    def __init__(self, outputs: _Optional[_Mapping[str, Tensor]] = ..., grads: _Optional[_Mapping[str, Tensor]] = ..., graph_id: _Optional[str] = ..., values: _Optional[_Mapping[str, Tensor]] = ..., value_grads: _Optional[_Mapping[str, Tensor]] = ...) -> None: ...
 
 class CheckGradientsRequest(_message.Message):
     __slots__ = ("graph", "feeds", "output_grads", "wrt", "eps")

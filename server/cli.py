@@ -1,4 +1,4 @@
-"""The `gradserve` command: serve, layers, plugins, demo. Every --foo-bar flag also reads GRADSERVE_FOO_BAR."""
+"""The `gradserve` command: serve, layers, plugins, health, demo. Every --foo-bar flag also reads GRADSERVE_FOO_BAR."""
 
 from __future__ import annotations
 
@@ -45,6 +45,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     plugins = commands.add_parser("plugins", help="print the installed plugins and their load status as JSON")
     plugins.set_defaults(func=cmd_plugins)
+
+    health = commands.add_parser("health", help="ask a server's gRPC health service; exit 0 only when SERVING")
+    health.add_argument("--target", default=None, help="HOST:PORT to ask (default 127.0.0.1:PORT)")
+    health.add_argument("--port", type=int, default=50051, help="local port to ask when no --target is given")
+    health.add_argument("--service", default="", help="service to ask about ('' = the whole server)")
+    health.add_argument("--timeout", type=float, default=3.0, help="seconds to wait for the answer")
+    health.set_defaults(func=cmd_health)
     return parser
 
 
@@ -126,6 +133,24 @@ def cmd_plugins(args) -> int:
     registry = load_registry()
     print(json.dumps([p.as_dict() for p in registry.plugins], indent=2))
     return 0
+
+
+def cmd_health(args) -> int:
+    """Exit 0 when the server answers SERVING, 1 otherwise: a container HEALTHCHECK or an exec probe."""
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    # Without --target, ask this machine on --port: GRADSERVE_PORT then sets both serve and health.
+    target = args.target or f"127.0.0.1:{args.port}"
+    with grpc.insecure_channel(target) as channel:
+        try:
+            response = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service=args.service), timeout=args.timeout)
+        except grpc.RpcError as error:
+            print(f"{target}: {error.code().name}: {error.details()}", file=sys.stderr)
+            return 1
+    print(f"{target}: {health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)}")
+    return 0 if response.status == health_pb2.HealthCheckResponse.SERVING else 1
 
 
 if __name__ == "__main__":

@@ -30,6 +30,10 @@ class Pass:
     def outputs(self) -> dict[str, np.ndarray]:
         return {name: self.values[slot] for name, slot in self.plan.output_slots.items()}
 
+    def named_values(self) -> dict[str, np.ndarray]:
+        """Every value of the graph by value name (for tracing)."""
+        return dict(zip(self.plan.slot_names, self.values))
+
     def nbytes(self) -> int:
         """Bytes of the arrays this pass keeps alive (values and what layers cached)."""
         seen: set[int] = set()
@@ -45,13 +49,16 @@ class Pass:
         output_grads: Mapping[str, np.ndarray] | None = None,
         wrt: Iterable[str] | None = None,
         should_stop: Callable[[], None] | None = None,
+        value_grads: dict | None = None,
     ) -> dict[str, np.ndarray]:
         """Gradients of the seeded outputs with respect to the ``wrt`` inputs.
 
         ``output_grads`` seeds outputs by name; when empty, every scalar output is
         seeded with one. Gradients are summed where a value feeds several nodes.
         ``wrt`` defaults to every floating-point graph input; integer and boolean
-        inputs (labels) never get a gradient.
+        inputs (labels), and inputs read only where a layer takes no gradient
+        (BatchNormalization's running statistics), never get one. A ``value_grads`` dict is filled
+        with the gradient reaching every value, by value name (for tracing).
         """
         plan, values = self.plan, self.values
         wrt_slots = self._wrt_slots(wrt)
@@ -81,6 +88,8 @@ class Pass:
                         step.node,
                     )
                 _accumulate(grads, slot, grad)
+        if value_grads is not None:
+            value_grads.update((plan.slot_names[s], g) for s, g in enumerate(grads) if g is not None)
         out = {}
         for name, slot in wrt_slots.items():
             value = values[slot]
@@ -100,7 +109,8 @@ class Pass:
                     f"cannot take gradients for {unknown[0]!r}: not a graph input "
                     f"(inputs: {', '.join(plan.input_slots)})"
                 )
-        return {n: plan.input_slots[n] for n in names if _is_float(self.values[plan.input_slots[n]])}
+        return {n: plan.input_slots[n] for n in names
+                if n in plan.differentiable_inputs and _is_float(self.values[plan.input_slots[n]])}
 
     def _seeds(self, output_grads) -> dict[str, int]:
         plan = self.plan

@@ -46,6 +46,7 @@ class Plan:
     steps: tuple[Step, ...]
     n_slots: int
     slot_names: tuple[str, ...]
+    differentiable_inputs: frozenset[str] = frozenset()  # inputs some node reads in a differentiable position
     _backward_cache: dict = field(default_factory=dict, repr=False)
 
     def backward_steps(self, wrt_slots: frozenset[int]) -> tuple[tuple[int, Step], ...]:
@@ -141,8 +142,10 @@ def compile_graph(spec: GraphSpec, registry: Registry, max_nodes: int | None = N
     if not output_slots:
         raise GraphError("the graph has no outputs; name at least one")
 
+    read_differentiably = {s for step in steps for s, m in zip(step.in_slots, step.grad_mask) if m}
     return Plan(
         graph_id=spec.graph_id(), spec=spec, inputs=spec.inputs,
+        differentiable_inputs=frozenset(i.name for i in spec.inputs if slot[i.name] in read_differentiably),
         input_slots={inp.name: slot[inp.name] for inp in spec.inputs},
         output_slots=output_slots, steps=tuple(steps), n_slots=len(slot_names), slot_names=tuple(slot_names),
     )

@@ -115,8 +115,17 @@ class Service:
         return self.sessions.release(session_id)
 
     def run(self, plan: Plan, feeds, output_grads=None, wrt=None, training=False, seed=None, should_stop=None):
+        """(outputs, grads) of forward and backward in one stateless call."""
         self.limits.check_arrays(list(feeds.items()) + list((output_grads or {}).items()))
         return engine.run(plan, feeds, output_grads, wrt, training=training, seed=seed, should_stop=should_stop)
+
+    def trace(self, plan: Plan, feeds, output_grads=None, wrt=None, training=False, seed=None, should_stop=None):
+        """(outputs, grads, values, value_grads): a Run that also returns every value and its gradient."""
+        self.limits.check_arrays(list(feeds.items()) + list((output_grads or {}).items()))
+        state = engine.forward(plan, feeds, training=training, seed=seed, should_stop=should_stop)
+        value_grads: dict = {}
+        grads = {} if wrt == [] else state.backward(output_grads, wrt, should_stop, value_grads)
+        return state.outputs(), grads, state.named_values(), value_grads
 
     def check_gradients(self, plan: Plan, feeds, wrt=None, output_grads=None, eps=1e-4, should_stop=None):
         self.limits.check_arrays(feeds.items())

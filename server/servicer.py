@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import functools
+import os
+import socket
 
 import grpc
 
@@ -14,11 +16,21 @@ from gradserve.server.errors import CancelledError, EngineError, GraphError
 from gradserve.server.service import Service
 
 
+#: Trailer naming the process that answered, so a client behind a load balancer can tell replicas apart.
+REPLICA_KEY = "gradserve-replica"
+
+
+def replica_id() -> str:
+    """``host:pid`` of this process; read per call because --workers forks after import."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
 def _handled(method):
     """Turn every error a request can cause into its gRPC status; the server goes on."""
 
     @functools.wraps(method)
     def wrapper(self, request, context):
+        context.set_trailing_metadata(((REPLICA_KEY, replica_id()),))
         try:
             return method(self, request, context)
         except Exception as exc:  # noqa: BLE001 - every failure becomes a status, never a crash
@@ -90,11 +102,15 @@ class GradServeServicer(pb_grpc.GradServeServicer):
     def Run(self, request, context):
         plan = self._plan(request.graph)
         wrt = [] if request.no_grad else (list(request.wrt) or None)
-        outputs, grads = self.service.run(
-            plan, from_tensor_map(request.feeds, "feed"), from_tensor_map(request.output_grads, "output gradient"),
-            wrt, request.training, request.seed if request.HasField("seed") else None, stopper(context),
-        )
+        args = (plan, from_tensor_map(request.feeds, "feed"), from_tensor_map(request.output_grads, "output gradient"),
+                wrt, request.training, request.seed if request.HasField("seed") else None, stopper(context))
         response = pb.RunResponse(graph_id=plan.graph_id)
+        if request.trace:
+            outputs, grads, values, value_grads = self.service.trace(*args)
+            to_tensor_map(values, response.values)
+            to_tensor_map(value_grads, response.value_grads)
+        else:
+            outputs, grads = self.service.run(*args)
         to_tensor_map(outputs, response.outputs)
         to_tensor_map(grads, response.grads)
         return response

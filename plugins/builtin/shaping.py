@@ -50,11 +50,20 @@ class Reshape(Layer):
     """x reshaped to a shape (one dimension may be -1)."""
 
     inputs = ("x",)
-    attributes = {"shape": Attr("ints", doc="the new shape; -1 once for an inferred length")}
+    attributes = {
+        "shape": Attr("ints", doc="the new shape; -1 once for an inferred length"),
+        "copy_zeros": Attr("bool", False, "a 0 in shape keeps x's length on that axis (ONNX Reshape's default) "
+                                          "instead of meaning length 0"),
+    }
 
     def forward(self, x):
         self.x_shape = x.shape
-        return x.reshape(self.shape)
+        shape = self.shape
+        if self.copy_zeros and 0 in shape:
+            if 0 in shape[x.ndim:]:
+                raise ValueError(f"shape {list(shape)} copies axis {shape.index(0, x.ndim)} of a rank-{x.ndim} x")
+            shape = tuple(x.shape[i] if d == 0 else d for i, d in enumerate(shape))
+        return x.reshape(shape)
 
     def backward(self, dout):
         return (dout.reshape(self.x_shape),)
