@@ -16,6 +16,7 @@ from gradserve.proto import gradserve_pb2_grpc as pb_grpc
 from gradserve.proto.attrs import attr_from_proto
 from gradserve.proto.tensors import from_tensor, from_tensor_map, to_tensor_map
 from gradserve.client import graph as graph_module
+from gradserve.client.channel import Pem, open_channel, token_metadata
 from gradserve.client.errors import GradserveError, NotFound, from_rpc_error
 from gradserve.client.graph import Graph
 
@@ -38,6 +39,12 @@ class Result:
     value_grads: dict[str, np.ndarray] = field(default_factory=dict)  # with trace=True: their gradients
     graph: Graph | None = None
     replica: str = ""  # the server process that answered ("host:pid"), to see load balancing at work
+
+    def to_dot(self, title: str | None = None) -> str:
+        """Graphviz DOT of the graph as the chapter draws it: values on the edges, gradients beneath them."""
+        from gradserve.client.drawing import to_dot
+
+        return to_dot(self, title)
 
 
 @dataclass
@@ -105,13 +112,23 @@ class Client:
     """A connection to a gradserve server. Use ``connect()`` to make one."""
 
     def __init__(self, target: str, *, channel: grpc.Channel | None = None, timeout: float | None = None,
-                 max_message_bytes: int = DEFAULT_MESSAGE_BYTES, round_robin: bool = False, on_close=None):
+                 max_message_bytes: int = DEFAULT_MESSAGE_BYTES, round_robin: bool = False, on_close=None,
+                 tls: bool = False, root_certificates: Pem | None = None, certificate_chain: Pem | None = None,
+                 private_key: Pem | None = None, server_name: str | None = None, token: str | None = None):
+        """TLS: ``root_certificates`` (PEM bytes or a path) verify the server, or ``tls=True`` uses the system's
+        roots; ``certificate_chain`` and ``private_key`` are a client certificate for mutual TLS. ``token`` is
+        sent as ``authorization: Bearer`` metadata on every call."""
         self.target = target
         self.timeout = timeout
-        self._channel = channel or grpc.insecure_channel(target, options=[
+        self._channel = channel or open_channel(target, tls=tls, root_certificates=root_certificates,
+                                                certificate_chain=certificate_chain, private_key=private_key,
+                                                server_name=server_name, options=[
             ("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.max_send_message_length", max_message_bytes),
         ] + ([ROUND_ROBIN] if round_robin else []))
+        # A channel the caller made is theirs to judge; ours is secure when it speaks TLS.
+        secure = channel is not None or bool(tls or root_certificates or certificate_chain)
+        self._metadata = token_metadata(token, target, secure) or None
         self._stub = pb_grpc.GradServeStub(self._channel)
         self._graph_ids: weakref.WeakKeyDictionary[Graph, tuple[int, str]] = weakref.WeakKeyDictionary()
         self._lock = threading.Lock()
@@ -134,7 +151,8 @@ class Client:
 
     def _call(self, method, request, timeout=None):
         try:
-            return method(request, timeout=timeout if timeout is not None else self.timeout)
+            return method(request, timeout=timeout if timeout is not None else self.timeout,
+                          metadata=self._metadata)
         except grpc.RpcError as error:
             raise from_rpc_error(error) from None
 

@@ -9,6 +9,14 @@ from pathlib import Path
 
 PROTO_DIR = Path(__file__).resolve().parent
 
+# Package `inference` (KServe v2) is also defined by tritonclient, KServe and MLServer, each in its own file:
+# two files defining one symbol in protobuf's process-wide pool make the second import fail ("duplicate
+# symbol 'inference.ServerLiveRequest'"). Our copy goes into a pool of its own, so both import in one process.
+PRIVATE_POOL = {"kserve.proto"}
+_DEFAULT_POOL_LINE = "DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile("
+_PRIVATE_POOL_LINE = ("# A private pool: see PRIVATE_POOL in proto/codegen.py.\n"
+                      "DESCRIPTOR = _descriptor_pool.DescriptorPool().AddSerializedFile(")
+
 
 def generate(dest: Path = PROTO_DIR) -> list[Path]:
     """Compile with `-Igradserve/proto=proto`, so generated imports read gradserve.proto.*; return the files."""
@@ -25,8 +33,17 @@ def generate(dest: Path = PROTO_DIR) -> list[Path]:
         for generated in sorted((Path(tmp) / "gradserve" / "proto").iterdir()):
             target = Path(dest) / generated.name
             shutil.copyfile(generated, target)
+            if generated.name.removesuffix("_pb2.py") + ".proto" in PRIVATE_POOL:
+                _use_private_pool(target)
             written.append(target)
     return written
+
+
+def _use_private_pool(module: Path) -> None:
+    text = module.read_text()
+    if text.count(_DEFAULT_POOL_LINE) != 1:
+        raise RuntimeError(f"{module.name}: protoc's output changed; cannot move it to a private descriptor pool")
+    module.write_text(text.replace(_DEFAULT_POOL_LINE, _PRIVATE_POOL_LINE))
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Mapping
 
 import numpy as np
@@ -20,6 +21,7 @@ _TO_NUMPY = {
     pb.UINT8: np.dtype("u1"),
 }
 _TO_PROTO = {dtype.name: code for code, dtype in _TO_NUMPY.items()}
+_CODE_OF = {dtype: code for code, dtype in _TO_NUMPY.items()}  # by native dtype object: no name lookup
 DTYPE_NAMES = {code: dtype.name for code, dtype in _TO_NUMPY.items()}
 
 
@@ -45,9 +47,11 @@ def dtype_name(code: int) -> str:
 def to_tensor(array, out: pb.Tensor | None = None) -> pb.Tensor:
     """Serialize an array (anything np.asarray takes) into ``out`` or a new Tensor."""
     array = np.asarray(array)
-    code = dtype_code(array.dtype)
-    if array.dtype.byteorder == ">":
-        array = array.astype(array.dtype.newbyteorder("<"))
+    code = _CODE_OF.get(array.dtype)  # fast path: a native little-endian dtype
+    if code is None:
+        code = dtype_code(array.dtype)
+        if array.dtype.byteorder == ">":
+            array = array.astype(array.dtype.newbyteorder("<"))
     out = pb.Tensor() if out is None else out
     out.dtype = code
     out.shape[:] = array.shape
@@ -57,21 +61,28 @@ def to_tensor(array, out: pb.Tensor | None = None) -> pb.Tensor:
 
 def from_tensor(tensor: pb.Tensor, name: str = "tensor") -> np.ndarray:
     """A read-only numpy view of the Tensor's bytes; raise TensorError naming ``name`` when they disagree."""
-    if tensor.dtype not in _TO_NUMPY:
+    dtype = _TO_NUMPY.get(tensor.dtype)
+    if dtype is None:
         raise TensorError(f"{name}: unknown dtype code {tensor.dtype}; use one of {', '.join(pb.DType.keys()[1:])}")
-    dtype = _TO_NUMPY[tensor.dtype]
     shape = tuple(tensor.shape)
-    if any(d < 0 for d in shape):
-        raise TensorError(f"{name}: shape {list(shape)} has a negative dimension")
-    count = 1
-    for d in shape:
-        count *= d
-    if count * dtype.itemsize != len(tensor.data):
+    data = tensor.data  # every read of a bytes field copies it out of the message: read it once
+    count = math.prod(shape)
+    if count * dtype.itemsize != len(data):
+        _check_dimensions(shape, name)
         raise TensorError(
-            f"{name}: {len(tensor.data)} bytes do not match shape {list(shape)} of {dtype.name} "
+            f"{name}: {len(data)} bytes do not match shape {list(shape)} of {dtype.name} "
             f"({count} elements x {dtype.itemsize} bytes = {count * dtype.itemsize})"
         )
-    return np.frombuffer(tensor.data, dtype=dtype).reshape(shape)
+    try:
+        return np.frombuffer(data, dtype=dtype).reshape(shape)
+    except ValueError as exc:  # more dimensions than numpy allows, or a size it cannot index
+        _check_dimensions(shape, name)
+        raise TensorError(f"{name}: shape {list(shape)} is not a valid array shape: {exc}") from None
+
+
+def _check_dimensions(shape: tuple[int, ...], name: str) -> None:
+    if any(d < 0 for d in shape):
+        raise TensorError(f"{name}: shape {list(shape)} has a negative dimension")
 
 
 def to_tensor_map(arrays: Mapping[str, np.ndarray], out) -> None:
@@ -81,4 +92,11 @@ def to_tensor_map(arrays: Mapping[str, np.ndarray], out) -> None:
 
 
 def from_tensor_map(tensors, what: str = "tensor") -> dict[str, np.ndarray]:
-    return {name: from_tensor(t, f"{what} {name!r}") for name, t in tensors.items()}
+    arrays = {}
+    for name, tensor in tensors.items():
+        try:
+            arrays[name] = from_tensor(tensor)
+        except TensorError:
+            from_tensor(tensor, f"{what} {name!r}")  # fails again, naming the tensor (built only when needed)
+            raise
+    return arrays

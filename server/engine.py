@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import time
 from typing import Callable, Iterable, Mapping
 
 import numpy as np
 
-from gradserve.server.errors import ComputeError, EngineError, FeedError
+from gradserve.server.errors import ComputeError, EngineError, FeedError, LimitError
 from gradserve.server.plan import Plan, Step, check_feed
 
 #: Exceptions a layer raises for inputs it cannot handle: the caller's fault, not the server's.
 INPUT_ERRORS = (ValueError, TypeError, IndexError, ArithmeticError)
+
+
+#: Told how long each layer call took: ``observe(op, "forward" | "backward", seconds)`` (metrics hook it here).
+Observer = Callable[[str, str, float], None]
 
 
 class LayerContractError(EngineError):
@@ -20,12 +25,13 @@ class LayerContractError(EngineError):
 class Pass:
     """One forward pass: every value and the layer instances that backward needs."""
 
-    __slots__ = ("plan", "values", "layers")
+    __slots__ = ("plan", "values", "layers", "observe")
 
-    def __init__(self, plan: Plan, values: list, layers: list):
+    def __init__(self, plan: Plan, values: list, layers: list, observe: Observer | None = None):
         self.plan = plan
         self.values = values
         self.layers = layers
+        self.observe = observe  # forward's observer times backward too, even in a later Backward call
 
     def outputs(self) -> dict[str, np.ndarray]:
         return {name: self.values[slot] for name, slot in self.plan.output_slots.items()}
@@ -35,10 +41,12 @@ class Pass:
         return dict(zip(self.plan.slot_names, self.values))
 
     def nbytes(self) -> int:
-        """Bytes of the arrays this pass keeps alive (values and what layers cached)."""
+        """Bytes of the arrays this pass keeps alive (values and what layers cached), each buffer counted once."""
         seen: set[int] = set()
         total = 0
         for array in _arrays(self.values, self.layers):
+            while isinstance(array.base, np.ndarray):  # a view (a reshape, a slice) holds its base's bytes
+                array = array.base
             if id(array) not in seen:
                 seen.add(id(array))
                 total += array.nbytes
@@ -65,29 +73,49 @@ class Pass:
         grads: list = [None] * plan.n_slots
         for name, slot in self._seeds(output_grads).items():
             _accumulate(grads, slot, self._seed_array(name, slot, output_grads))
-        for index, step in plan.backward_steps(frozenset(wrt_slots.values())):
-            douts = [grads[s] for s in step.out_slots]
-            if all(d is None for d in douts):
-                continue
-            if should_stop is not None:
-                should_stop()
-            results = _call(step, "backward", self.layers[index].backward, douts)
-            if not isinstance(results, tuple) or len(results) != len(step.in_slots):
-                raise LayerContractError(
-                    f"{step.op}.backward must return a tuple of {len(step.in_slots)} gradients, got {_describe(results)}",
-                    step.node,
-                )
-            for slot, differentiable, grad in zip(step.in_slots, step.grad_mask, results):
-                if grad is None or not differentiable:
-                    continue
-                grad = np.asarray(grad)
-                if grad.shape != np.shape(values[slot]):
+        layers, observe = self.layers, self.observe
+        with np.errstate(all="ignore"):
+            for index, step in plan.backward_steps(frozenset(wrt_slots.values())):
+                if step.out_slot is not None:
+                    dout = grads[step.out_slot]
+                    if dout is None:
+                        continue
+                    douts = (dout,)
+                else:
+                    douts = [grads[s] for s in step.out_slots]
+                    if all(d is None for d in douts):
+                        continue
+                if should_stop is not None:
+                    should_stop()
+                layer = layers[index]
+                try:
+                    if observe is None:
+                        results = layer.backward(*douts)
+                    else:
+                        results = _timed(observe, step, "backward", layer.backward, douts)
+                except _CALL_ERRORS as exc:
+                    raise _call_error(step, "backward", douts, exc) from None
+                if type(results) is not tuple or len(results) != step.arity:
                     raise LayerContractError(
-                        f"{step.op}.backward returned a gradient of shape {grad.shape} for "
-                        f"{plan.slot_names[slot]!r} of shape {np.shape(values[slot])}",
+                        f"{step.op}.backward must return a tuple of {len(step.in_slots)} gradients, "
+                        f"got {_describe(results)}",
                         step.node,
                     )
-                _accumulate(grads, slot, grad)
+                for position, slot in step.grad_slots:
+                    grad = results[position]
+                    if type(grad) is not np.ndarray:
+                        if grad is None:
+                            continue
+                        grad = np.asarray(grad)
+                    if grad.shape != values[slot].shape:
+                        raise LayerContractError(
+                            f"{step.op}.backward returned a gradient of shape {grad.shape} for "
+                            f"{plan.slot_names[slot]!r} of shape {values[slot].shape}",
+                            step.node,
+                        )
+                    # Never add in place: a layer may hand back its dout (Add does), which another node holds.
+                    current = grads[slot]
+                    grads[slot] = grad if current is None else current + grad
         if value_grads is not None:
             value_grads.update((plan.slot_names[s], g) for s, g in enumerate(grads) if g is not None)
         out = {}
@@ -122,7 +150,7 @@ class Pass:
                     f"(outputs: {', '.join(plan.output_slots)})"
                 )
             return {n: plan.output_slots[n] for n in output_grads}
-        seeds = {n: s for n, s in plan.output_slots.items() if np.size(self.values[s]) == 1}
+        seeds = {n: s for n, s in plan.output_slots.items() if self.values[s].size == 1}
         if not seeds:
             raise FeedError(
                 "no output gradient given and no output is a scalar; give a gradient for one of: "
@@ -148,8 +176,12 @@ def forward(
     training: bool = False,
     seed: int | None = None,
     should_stop: Callable[[], None] | None = None,
+    observe: Observer | None = None,
 ) -> Pass:
-    """Run every node in topological order; ``should_stop`` is called between nodes and may raise."""
+    """Run every node in topological order; ``should_stop`` is called between nodes and may raise.
+
+    ``observe``, when given, is told the time of every layer call (forward here, backward later).
+    """
     values: list = [None] * plan.n_slots
     missing = [inp.name for inp in plan.inputs if inp.name not in feeds]
     if missing:
@@ -161,23 +193,36 @@ def forward(
                         f"{', '.join(i.name for i in plan.inputs)})")
     for inp in plan.inputs:
         value = feeds[inp.name]
+        if type(value) is not np.ndarray:
+            value = np.asarray(value)
         problem = check_feed(inp, value)
         if problem:
             raise FeedError(problem)
         values[plan.input_slots[inp.name]] = value
     layers: list = [None] * len(plan.steps)
     stateful = training or seed is not None
-    for index, step in enumerate(plan.steps):
-        if should_stop is not None:
-            should_stop()
-        layer = step.cls(**step.attrs)
-        if stateful:
-            layer.training = training
-            layer.seed = None if seed is None else (seed, index)
-        result = _call(step, "forward", layer.forward, [values[s] for s in step.in_slots])
-        if len(step.out_slots) == 1:
-            values[step.out_slots[0]] = _as_array(step, result)
-        else:
+    # This loop is the engine's per-node cost (a 1000-node graph of tiny arrays is all overhead):
+    # keep it to the layer calls and list indexing, with numpy's error state set once per pass.
+    with np.errstate(all="ignore"):
+        for index, step in enumerate(plan.steps):
+            if should_stop is not None:
+                should_stop()
+            layer = step.cls(**step.attrs)
+            if stateful:
+                layer.training = training
+                layer.seed = None if seed is None else (seed, index)
+            args = step.gather(values)
+            try:
+                if observe is None:
+                    result = layer.forward(*args)
+                else:
+                    result = _timed(observe, step, "forward", layer.forward, args)
+            except _CALL_ERRORS as exc:
+                raise _call_error(step, "forward", args, exc) from None
+            layers[index] = layer
+            if step.out_slot is not None:
+                values[step.out_slot] = result if type(result) is np.ndarray else _as_array(step, result)
+                continue
             if not isinstance(result, tuple) or len(result) != len(step.out_slots):
                 raise LayerContractError(
                     f"{step.op}.forward must return a tuple of {len(step.out_slots)} outputs, got {_describe(result)}",
@@ -185,24 +230,34 @@ def forward(
                 )
             for slot, item in zip(step.out_slots, result):
                 values[slot] = _as_array(step, item)
-        layers[index] = layer
-    return Pass(plan, values, layers)
+    return Pass(plan, values, layers, observe)
 
 
-def run(plan: Plan, feeds, output_grads=None, wrt=None, *, training=False, seed=None, should_stop=None):
+def run(plan: Plan, feeds, output_grads=None, wrt=None, *, training=False, seed=None, should_stop=None,
+        observe=None):
     """Forward then backward in one call: (outputs, gradients)."""
-    state = forward(plan, feeds, training=training, seed=seed, should_stop=should_stop)
+    state = forward(plan, feeds, training=training, seed=seed, should_stop=should_stop, observe=observe)
     grads = {} if wrt is not None and not wrt else state.backward(output_grads, wrt, should_stop)
     return state.outputs(), grads
 
 
-def _call(step: Step, what: str, method, args):
-    try:
-        with np.errstate(all="ignore"):
-            return method(*args)
-    except INPUT_ERRORS as exc:
-        shapes = ", ".join(f"{_describe(a)}" for a in args)
-        raise ComputeError(f"{step.op}.{what} failed on ({shapes}): {exc}", step.node) from None
+def _timed(observe: Observer, step: Step, what: str, method, args):
+    start = time.perf_counter()
+    result = method(*args)
+    observe(step.op, what, time.perf_counter() - start)
+    return result
+
+
+#: What a layer call may raise because of the request (its inputs, or their size) rather than a server fault.
+_CALL_ERRORS = INPUT_ERRORS + (MemoryError,)
+
+
+def _call_error(step: Step, what: str, args, exc: Exception) -> EngineError:
+    """The error that reports a failed layer call, naming the node."""
+    if isinstance(exc, MemoryError):  # an output too big for this machine: the request's size, not a server fault
+        return LimitError(f"{step.op}.{what} needs more memory than the server has: {exc}", step.node)
+    shapes = ", ".join(f"{_describe(a)}" for a in args)
+    return ComputeError(f"{step.op}.{what} failed on ({shapes}): {exc}", step.node)
 
 
 def _as_array(step: Step, value) -> np.ndarray:
@@ -219,8 +274,8 @@ def _accumulate(grads: list, slot: int, grad: np.ndarray) -> None:
     grads[slot] = grad if current is None else current + grad
 
 
-def _is_float(value) -> bool:
-    return np.issubdtype(np.asarray(value).dtype, np.floating)
+def _is_float(value: np.ndarray) -> bool:
+    return value.dtype.kind == "f"
 
 
 def _describe(value) -> str:

@@ -62,3 +62,7 @@ class LimitError(EngineError):
 
 class CancelledError(EngineError):
     """The caller went away or ran out of time; the run stopped between nodes."""
+
+
+class DeadlineError(CancelledError):
+    """The call's deadline passed; the run stopped between nodes."""

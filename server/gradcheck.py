@@ -46,8 +46,8 @@ def check_gradients(plan: Plan, feeds, wrt=None, output_grads=None, eps: float =
                    for n, v in seeds.items()}
     total = sum(np.size(feeds[name]) for name in backprop)
     if max_elements is not None and total > max_elements:
-        raise LimitError(f"gradient check over {total} elements exceeds the limit of {max_elements}; "
-                         "check fewer inputs or smaller ones")
+        raise LimitError(f"gradient check over {total} elements exceeds the max-gradcheck-elements limit of "
+                         f"{max_elements}; check fewer inputs or smaller ones")
 
     def loss(current):
         outs = engine.forward(plan, current, should_stop=should_stop).outputs()

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import operator
 from collections import deque
 from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 
@@ -32,6 +34,28 @@ class Step:
     in_slots: tuple[int, ...]
     out_slots: tuple[int, ...]
     grad_mask: tuple[bool, ...]  # which inputs are differentiable
+    arity: int = field(init=False)  # len(in_slots)
+    out_slot: int | None = field(init=False)  # the one output's slot (most layers), else None
+    grad_slots: tuple[tuple[int, int], ...] = field(init=False)  # (position, slot) of each differentiable input
+    gather: Callable[[list], tuple] = field(init=False, repr=False, compare=False)  # values -> forward's args
+
+    def __post_init__(self):
+        object.__setattr__(self, "gather", _gatherer(self.in_slots))
+        object.__setattr__(self, "arity", len(self.in_slots))
+        object.__setattr__(self, "out_slot", self.out_slots[0] if len(self.out_slots) == 1 else None)
+        object.__setattr__(self, "grad_slots", tuple(
+            (position, slot) for position, (slot, differentiable) in enumerate(zip(self.in_slots, self.grad_mask))
+            if differentiable))
+
+
+def _gatherer(slots: tuple[int, ...]) -> Callable[[list], tuple]:
+    """A fast ``lambda values: tuple(values[s] for s in slots)``: the engine calls it once per node."""
+    if len(slots) > 1:
+        return operator.itemgetter(*slots)
+    if slots:
+        only = slots[0]
+        return lambda values: (values[only],)
+    return lambda values: ()
 
 
 @dataclass

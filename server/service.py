@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gradserve.server import engine, gradcheck
-from gradserve.server.errors import UnknownGraphError
+from gradserve.server.errors import CancelledError, UnknownGraphError
 from gradserve.server.graph import GraphSpec
 from gradserve.server.limits import Limits
 from gradserve.server.plan import Plan, compile_graph
@@ -32,9 +32,11 @@ class NamedGraph:
 class Service:
     """Everything a request can ask of gradserve, free of gRPC."""
 
-    def __init__(self, registry: Registry, limits: Limits = Limits(), graph_store: str | Path | None = None):
+    def __init__(self, registry: Registry, limits: Limits = Limits(), graph_store: str | Path | None = None,
+                 observe: engine.Observer | None = None):
         self.registry = registry
         self.limits = limits
+        self.observe = observe  # told every layer call's time (metrics); None costs nothing
         self.sessions = SessionStore(limits.session_ttl, limits.max_sessions, limits.max_session_bytes)
         self._plans: OrderedDict[str, Plan] = OrderedDict()
         self._named: dict[str, NamedGraph] = {}
@@ -99,14 +101,22 @@ class Service:
     def forward(self, plan: Plan, feeds, keep_for_backward=False, training=False, seed=None, should_stop=None):
         """(outputs, session id or "")."""
         self.limits.check_arrays(feeds.items())
-        state = engine.forward(plan, feeds, training=training, seed=seed, should_stop=should_stop)
+        state = engine.forward(plan, feeds, training=training, seed=seed, should_stop=should_stop,
+                               observe=self.observe)
+        if keep_for_backward and should_stop is not None:
+            should_stop()  # the caller may have left during the last node: keep no session nobody can use
         session_id = self.sessions.put(state) if keep_for_backward else ""
         return state.outputs(), session_id
 
     def backward(self, session_id: str, output_grads=None, wrt=None, retain=False, should_stop=None):
         self.limits.check_arrays((output_grads or {}).items())
         state = self.sessions.get(session_id)
-        grads = state.backward(output_grads, wrt, should_stop)
+        try:
+            grads = state.backward(output_grads, wrt, should_stop)
+        except CancelledError:
+            if not retain:  # the caller meant this Backward to end the session, and it left: end it now
+                self.sessions.release(session_id)
+            raise
         if not retain:
             self.sessions.release(session_id)
         return grads
@@ -117,12 +127,14 @@ class Service:
     def run(self, plan: Plan, feeds, output_grads=None, wrt=None, training=False, seed=None, should_stop=None):
         """(outputs, grads) of forward and backward in one stateless call."""
         self.limits.check_arrays(list(feeds.items()) + list((output_grads or {}).items()))
-        return engine.run(plan, feeds, output_grads, wrt, training=training, seed=seed, should_stop=should_stop)
+        return engine.run(plan, feeds, output_grads, wrt, training=training, seed=seed, should_stop=should_stop,
+                          observe=self.observe)
 
     def trace(self, plan: Plan, feeds, output_grads=None, wrt=None, training=False, seed=None, should_stop=None):
         """(outputs, grads, values, value_grads): a Run that also returns every value and its gradient."""
         self.limits.check_arrays(list(feeds.items()) + list((output_grads or {}).items()))
-        state = engine.forward(plan, feeds, training=training, seed=seed, should_stop=should_stop)
+        state = engine.forward(plan, feeds, training=training, seed=seed, should_stop=should_stop,
+                               observe=self.observe)
         value_grads: dict = {}
         grads = {} if wrt == [] else state.backward(output_grads, wrt, should_stop, value_grads)
         return state.outputs(), grads, state.named_values(), value_grads

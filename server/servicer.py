@@ -12,7 +12,7 @@ from gradserve.proto import gradserve_pb2 as pb
 from gradserve.proto import gradserve_pb2_grpc as pb_grpc
 from gradserve.proto.tensors import from_tensor_map, to_tensor, to_tensor_map
 from gradserve.server import convert, status
-from gradserve.server.errors import CancelledError, EngineError, GraphError
+from gradserve.server.errors import CancelledError, DeadlineError, EngineError, GraphError
 from gradserve.server.service import Service
 
 
@@ -21,8 +21,13 @@ REPLICA_KEY = "gradserve-replica"
 
 
 def replica_id() -> str:
-    """``host:pid`` of this process; read per call because --workers forks after import."""
-    return f"{socket.gethostname()}:{os.getpid()}"
+    """``host:pid`` of this process; the pid is read per call because --workers forks after import."""
+    return _replica_id(os.getpid())
+
+
+@functools.lru_cache(maxsize=None)
+def _replica_id(pid: int) -> str:
+    return f"{socket.gethostname()}:{pid}"  # gethostname is a system call: once per process, not per request
 
 
 def _handled(method):
@@ -44,7 +49,9 @@ def stopper(context: grpc.ServicerContext):
 
     def should_stop():
         if not context.is_active():
-            raise CancelledError("the call was cancelled or its deadline passed; stopped between nodes")
+            if context.time_remaining() <= 0:
+                raise DeadlineError("the call's deadline passed; stopped between nodes")
+            raise CancelledError("the caller cancelled the call (or gave up at its deadline); stopped between nodes")
 
     return should_stop
 
@@ -81,7 +88,11 @@ class GradServeServicer(pb_grpc.GradServeServicer):
             request.seed if request.HasField("seed") else None, stopper(context),
         )
         response = pb.ForwardResponse(session_id=session_id, graph_id=plan.graph_id)
-        to_tensor_map(outputs, response.outputs)
+        try:
+            to_tensor_map(outputs, response.outputs)
+        except Exception:
+            self.service.release(session_id)  # the caller never learns this id: keep no session it cannot use
+            raise
         return response
 
     @_handled

@@ -55,7 +55,8 @@ class SessionStore:
                 raise LimitError(f"{len(self._live)} live sessions reached the max-sessions limit of "
                                  f"{self.max_sessions}; release sessions (ReleaseSession) or use Run")
             while self._bytes + nbytes > self.max_bytes and self._live:
-                self._drop(next(iter(self._live)), "evicted to stay under the max-session-bytes limit")
+                self._drop(next(iter(self._live)),
+                           f"evicted to stay under the max-session-bytes limit of {self.max_bytes}")
             self._live[session_id] = _Entry(state, nbytes, now)
             self._bytes += nbytes
         return session_id
@@ -70,6 +71,11 @@ class SessionStore:
             entry.last_used = now
             self._live.move_to_end(session_id)
             return entry.state
+
+    def expire(self) -> None:
+        """Drop the sessions whose TTL has passed (done on every put and get too)."""
+        with self._lock:
+            self._expire(self._clock())
 
     def release(self, session_id: str) -> bool:
         with self._lock:
@@ -90,7 +96,7 @@ class SessionStore:
             session_id, entry = next(iter(self._live.items()))
             if now - entry.last_used <= self.ttl:
                 break
-            self._drop(session_id, f"expired after {self.ttl:g}s unused (session TTL)")
+            self._drop(session_id, f"expired after {self.ttl:g}s unused (the session-ttl limit)")
 
     def _drop(self, session_id: str, reason: str) -> None:
         entry = self._live.pop(session_id)

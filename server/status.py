@@ -24,6 +24,7 @@ _CODES: tuple[tuple[type[Exception], grpc.StatusCode], ...] = (
     (errors.SessionExpiredError, grpc.StatusCode.FAILED_PRECONDITION),
     (errors.SessionError, grpc.StatusCode.NOT_FOUND),
     (errors.LimitError, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (errors.DeadlineError, grpc.StatusCode.DEADLINE_EXCEEDED),
     (errors.CancelledError, grpc.StatusCode.CANCELLED),
     (LayerContractError, grpc.StatusCode.INTERNAL),
     (errors.EngineError, grpc.StatusCode.INVALID_ARGUMENT),

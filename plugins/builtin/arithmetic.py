@@ -93,11 +93,8 @@ class MatMul(Layer):
         # Promote 1-D operands the way matmul does, so one formula covers every rank.
         x2 = x[np.newaxis, :] if x.ndim == 1 else x
         y2 = y[:, np.newaxis] if y.ndim == 1 else y
-        d = dout
-        if x.ndim == 1:
-            d = np.expand_dims(d, -2)
-        if y.ndim == 1:
-            d = np.expand_dims(d, -1)
+        # dout without the promoted axes (1-D @ 1-D gives a scalar): restore them by reshaping.
+        d = dout.reshape(np.broadcast_shapes(x2.shape[:-2], y2.shape[:-2]) + (x2.shape[-2], y2.shape[-1]))
         dx = np.matmul(d, np.swapaxes(y2, -1, -2))
         dy = np.matmul(np.swapaxes(x2, -1, -2), d)
         return reduce_to_shape(dx, x2.shape).reshape(x.shape), reduce_to_shape(dy, y2.shape).reshape(y.shape)

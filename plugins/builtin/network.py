@@ -69,6 +69,8 @@ class Dropout(Layer):
     attributes = {"ratio": Attr("float", 0.5, "the fraction of units dropped in training")}
 
     def forward(self, x):
+        if not 0.0 <= self.ratio < 1.0:
+            raise ValueError(f"Dropout ratio must lie in [0, 1), got {self.ratio}")
         if self.training:
             self.mask = self.rng.random(x.shape) > self.ratio
             return x * self.mask
@@ -89,13 +91,14 @@ class BatchNormalization(Layer):
     differentiable = ("x", "gamma", "beta")
     attributes = {
         "momentum": Attr("float", 0.9, "weight of the old running statistics"),
-        "eps": Attr("float", 1e-7, "added to the variance before the square root"),
+        "eps": Attr("float", 1e-6, "added to the variance before the square root (the book's 10e-7)"),
     }
 
     def forward(self, x, gamma, beta, running_mean, running_var):
         self.input_shape = x.shape
         x = x.reshape(x.shape[0], -1)
         self.gamma = gamma
+        self.beta_shape = beta.shape
         if self.training:
             mu = x.mean(axis=0)
             self.xc = x - mu
@@ -114,15 +117,26 @@ class BatchNormalization(Layer):
         return out, np.asarray(new_mean, dtype=dtype), np.asarray(new_var, dtype=dtype)
 
     def backward(self, dout, drunning_mean=None, drunning_var=None):
-        dout = dout.reshape(dout.shape[0], -1)
-        dbeta = dout.sum(axis=0)
-        dgamma = (self.xn * dout).sum(axis=0)
-        dxn = self.gamma * dout
-        dxc = dxn / self.std
+        batch = self.xc.shape[0]
+        if dout is None:  # only the running statistics were used downstream
+            dx = np.zeros_like(self.xc)
+            dgamma, dbeta = np.zeros_like(self.gamma), np.zeros(self.beta_shape, dtype=self.xc.dtype)
+        else:
+            dout = dout.reshape(batch, -1)
+            dbeta = reduce_to_shape(dout, self.beta_shape)
+            dgamma = reduce_to_shape(self.xn * dout, self.gamma.shape)
+            dxn = self.gamma * dout
+            dx = dxn / self.std
+            if self.training:
+                dstd = -((dxn * self.xc) / (self.std * self.std)).sum(axis=0)
+                dvar = 0.5 * dstd / self.std
+                dx = dx + (2.0 / batch) * self.xc * dvar
+                dx = dx - dx.sum(axis=0) / batch
         if self.training:
-            batch = dout.shape[0]
-            dstd = -((dxn * self.xc) / (self.std * self.std)).sum(axis=0)
-            dvar = 0.5 * dstd / self.std
-            dxc = dxc + (2.0 / batch) * self.xc * dvar
-            dxc = dxc - dxc.sum(axis=0) / batch
-        return dxc.reshape(self.input_shape), dgamma, dbeta, None, None
+            # In training the new running statistics depend on x through the batch mean and variance.
+            rest = 1.0 - self.momentum
+            if drunning_mean is not None:
+                dx = dx + (rest / batch) * drunning_mean
+            if drunning_var is not None:
+                dx = dx + (2.0 * rest / batch) * self.xc * drunning_var
+        return dx.reshape(self.input_shape), dgamma, dbeta, None, None

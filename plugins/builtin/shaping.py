@@ -92,6 +92,9 @@ class Constant(Layer):
     }
 
     def forward(self):
+        # Only numbers and bools: a str dtype such as "U999999999" would allocate gigabytes per element.
+        if np.dtype(self.dtype).kind not in "biuf":
+            raise ValueError(f"dtype {self.dtype!r} is not a number or bool type (e.g. float32, int64, bool)")
         return np.array(self.value, dtype=self.dtype).reshape(self.shape)
 
     def backward(self, dout):

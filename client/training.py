@@ -1,0 +1,71 @@
+"""Mini-batch training of a network through the service: fit(net, optimizer, x, t, epochs=...) -> History."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from gradserve.client.network import MultiLayerNet, accuracy
+from gradserve.client.optimizers import Optimizer
+
+_LOGGER = logging.getLogger(__name__)
+
+
+@dataclass
+class History:
+    """Per-epoch training record: mean loss, train accuracy (over the epoch's batches) and test accuracy."""
+
+    loss: list[float] = field(default_factory=list)
+    train_acc: list[float] = field(default_factory=list)
+    test_acc: list[float] = field(default_factory=list)
+    seconds: float = 0.0
+    steps: int = 0
+
+    @property
+    def epochs(self) -> int:
+        return len(self.loss)
+
+
+def fit(net: MultiLayerNet, optimizer: Optimizer, x_train, t_train, *, epochs: int, batch_size: int = 100,
+        x_test=None, t_test=None, seed: int = 0,
+        on_step: Callable[[int, int, float], None] | None = None,
+        on_epoch: Callable[[int, History], None] | None = None) -> History:
+    """Train ``net`` in place: every epoch visits each sample once, in batches, in an order drawn from ``seed``.
+
+    ``on_step(epoch, step, loss)`` runs after every step, ``on_epoch(epoch,
+    history)`` after every epoch (epochs and steps count from 1).
+    """
+    x_train = np.asarray(x_train)
+    t_train = np.asarray(t_train)
+    if len(x_train) != len(t_train):
+        raise ValueError(f"x_train has {len(x_train)} rows but t_train has {len(t_train)}")
+    rng = np.random.default_rng(seed)
+    history = History()
+    start = time.perf_counter()
+    n = len(x_train)
+    for epoch in range(1, epochs + 1):
+        order = rng.permutation(n)
+        total_loss = 0.0
+        correct = 0.0
+        for step, begin in enumerate(range(0, n, batch_size), start=1):
+            batch = order[begin:begin + batch_size]
+            result = net.forward_backward(x_train[batch], t_train[batch])
+            optimizer.update(net.params, result.grads)
+            total_loss += result.loss * len(batch)
+            correct += accuracy(result.scores, t_train[batch]) * len(batch)
+            history.steps += 1
+            if on_step is not None:
+                on_step(epoch, step, result.loss)
+        history.loss.append(total_loss / n)
+        history.train_acc.append(correct / n)
+        if x_test is not None:
+            history.test_acc.append(net.accuracy(x_test, t_test))
+        history.seconds = time.perf_counter() - start
+        _LOGGER.debug("epoch %d: loss %.4f", epoch, history.loss[-1])
+        if on_epoch is not None:
+            on_epoch(epoch, history)
+    return history

@@ -1,0 +1,78 @@
+"""A server interceptor that answers INVALID_ARGUMENT to requests whose bytes do not parse.
+
+grpc answers INTERNAL ("Exception deserializing request!") when a request's bytes are not a valid
+message, which blames the server for the caller's mistake. This interceptor parses leniently and ends
+such calls with INVALID_ARGUMENT naming the message type, for every service on the server (health too).
+Register it last, so that authentication and metrics interceptors see the call first.
+"""
+
+from __future__ import annotations
+
+import grpc
+
+_FACTORIES = {
+    (False, False): ("unary_unary", grpc.unary_unary_rpc_method_handler),
+    (False, True): ("unary_stream", grpc.unary_stream_rpc_method_handler),
+    (True, False): ("stream_unary", grpc.stream_unary_rpc_method_handler),
+    (True, True): ("stream_stream", grpc.stream_stream_rpc_method_handler),
+}
+
+
+class _Undecodable:
+    """Stands in for a request whose bytes did not parse, carrying why."""
+
+    __slots__ = ("message",)
+
+    def __init__(self, message: str):
+        self.message = message
+
+
+def _lenient(deserializer, method: str):
+    message_type = getattr(getattr(deserializer, "__self__", None), "DESCRIPTOR", None)
+    what = message_type.full_name if message_type is not None else f"request for {method}"
+
+    def deserialize(data: bytes):
+        try:
+            return deserializer(data)
+        except Exception as exc:  # noqa: BLE001 - any parse failure is the caller's bytes, not our bug
+            return _Undecodable(f"the request is not a valid {what} message ({type(exc).__name__}: {exc})")
+
+    return deserialize
+
+
+def _reject(context: grpc.ServicerContext, request: _Undecodable):
+    context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.message)
+
+
+def _checked_stream(requests, context):
+    for request in requests:
+        if isinstance(request, _Undecodable):
+            _reject(context, request)
+        yield request
+
+
+def _wrap(behavior, request_streaming: bool):
+    if request_streaming:
+        return lambda requests, context: behavior(_checked_stream(requests, context), context)
+
+    def unary(request, context):
+        if isinstance(request, _Undecodable):
+            _reject(context, request)
+        return behavior(request, context)
+
+    return unary
+
+
+class RejectUndecodable(grpc.ServerInterceptor):
+    """Turn grpc's INTERNAL for an unparseable request into INVALID_ARGUMENT."""
+
+    def intercept_service(self, continuation, handler_call_details):
+        handler = continuation(handler_call_details)
+        if handler is None or handler.request_deserializer is None:
+            return handler
+        kind, factory = _FACTORIES[(bool(handler.request_streaming), bool(handler.response_streaming))]
+        return factory(
+            _wrap(getattr(handler, kind), handler.request_streaming),
+            request_deserializer=_lenient(handler.request_deserializer, handler_call_details.method),
+            response_serializer=handler.response_serializer,
+        )
