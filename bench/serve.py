@@ -11,6 +11,7 @@ import sys
 
 from gradserve.server.allocator import keep_freed_memory
 from gradserve.server.app import ServerOptions, channel_options, start_server
+from gradserve.server.blas import limit_blas_threads
 from gradserve.server.limits import Limits
 
 from bench.echo import start_echo_server
@@ -22,10 +23,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-workers", type=int, default=ServerOptions().max_workers)
     parser.add_argument("--max-session-bytes", type=int, default=Limits().max_session_bytes)
     parser.add_argument("--glibc-malloc", action="store_true", help="leave glibc's malloc thresholds as they are")
+    parser.add_argument("--blas-threads", type=int, default=1, help="as `gradserve serve --blas-threads`")
     args = parser.parse_args(argv)
     limits = Limits(max_session_bytes=args.max_session_bytes)
     if not args.glibc_malloc:
         keep_freed_memory()  # as `gradserve serve` does, for both kinds: the same process setup
+    limit_blas_threads(args.blas_threads)
     if args.kind == "gradserve":
         running = start_server("127.0.0.1:0", options=ServerOptions(limits=limits, max_workers=args.max_workers))
         port, stop = running.port, running.stop

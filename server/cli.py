@@ -33,6 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (0.0.0.0 for all)")
     serve.add_argument("--port", type=int, default=50051, help="port to bind (0 picks a free one)")
     serve.add_argument("--max-workers", type=int, default=16, help="threads serving calls")
+    serve.add_argument("--blas-threads", type=int, default=1,
+                       help="BLAS threads per server process (0: the BLAS library's default); scale out with --workers")
     serve.add_argument("--graph-store", default=None, help="folder where named graphs persist")
     serve.add_argument("--grace", type=float, default=10.0, help="seconds in-flight calls get on SIGTERM")
     serve.add_argument("--workers", type=int, default=1,
@@ -188,8 +190,10 @@ def cmd_serve(args) -> int:
         print(f"gradserve serve: {exc}", file=sys.stderr)
         return 2
     from gradserve.server.allocator import keep_freed_memory
+    from gradserve.server.blas import limit_blas_threads
 
     keep_freed_memory()  # this process serves tensors: reuse freed memory instead of faulting it in anew
+    limit_blas_threads(args.blas_threads)
     if args.workers > 1:
         if args.port == 0:
             print("gradserve serve: --workers needs an explicit --port: with port 0 each worker would bind "

@@ -51,7 +51,7 @@ class Metrics:
              registry=self.registry).info({"version": _version()})
         ProcessCollector(namespace=NAMESPACE, registry=self.registry)
         if layers is not None:
-            self.count_plugins(layers)
+            self._count_plugins(layers)
 
     # -- what the server reports --
 
@@ -63,7 +63,7 @@ class Metrics:
                 child = self._layer_children[(op, phase)] = self._layer_seconds[phase].labels(op)
         child.observe(seconds)
 
-    def count_plugins(self, layers: Registry) -> None:
+    def _count_plugins(self, layers: Registry) -> None:
         plugins = Gauge("plugins", "Plugins by load status (loaded, failed, blocked)", ("status",),
                         namespace=NAMESPACE, registry=self.registry)
         for status in ("loaded", "failed", "blocked"):

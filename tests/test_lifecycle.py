@@ -39,11 +39,14 @@ def with_gate_plugin(folder) -> dict:
 
 
 def refused(target: str) -> bool:
-    """Whether a new call to ``target`` is refused (UNAVAILABLE) rather than served."""
+    """Whether a new call to ``target`` is refused rather than served.
+
+    UNAVAILABLE, or CANCELLED for a call that reached the server as it began to shut down.
+    """
     with gs.connect(target, timeout=5) as client:
         try:
             client.list_layers()
-        except gs.Unavailable:
+        except (gs.Unavailable, gs.Cancelled):
             return True
     return False
 
