@@ -78,7 +78,7 @@ class KServeServicer(kpb_grpc.GRPCInferenceServiceServicer):
             _refuse_tensor_parameters("output", tensor)
         training, seed = _run_options(request.parameters)
         outputs = self.models.infer(model, request_inputs(request), [o.name for o in request.outputs],
-                                    training, seed, stopper(context))
+                                    training, seed, stopper(context, self.models.service.limits.max_call_seconds))
         response = kpb.ModelInferResponse(model_name=model.name, model_version=model.version, id=request.id)
         for name, array in outputs.items():
             add_output(response, name, array)

@@ -21,6 +21,8 @@ class Limits:
     max_session_bytes: int = 2 << 30
     max_gradcheck_elements: int = 200_000
     max_cached_plans: int = 1_000
+    max_named_graphs: int = 1_000
+    max_call_seconds: float = 600.0  # a server-side bound on any call, deadline or not
 
     def check_arrays(self, arrays: Iterable[np.ndarray], what: str = "request") -> None:
         total = 0

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gradserve.server import engine, gradcheck
-from gradserve.server.errors import CancelledError, UnknownGraphError
+from gradserve.server.errors import CancelledError, LimitError, UnknownGraphError
 from gradserve.server.graph import GraphSpec
 from gradserve.server.limits import Limits
 from gradserve.server.plan import Plan, compile_graph
@@ -54,6 +54,9 @@ class Service:
         if name:
             named = NamedGraph(name, version or "1", plan.graph_id)
             with self._lock:
+                if name not in self._named and len(self._named) >= self.limits.max_named_graphs:
+                    raise LimitError(f"{len(self._named)} named graphs reached the max-named-graphs limit of "
+                                     f"{self.limits.max_named_graphs}; reuse a name or register without one")
                 self._named[name] = named
                 self._pinned[plan.graph_id] = plan
             if persist and self._store is not None:

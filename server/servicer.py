@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import os
 import socket
+import time
 
 import grpc
 
@@ -12,7 +13,7 @@ from gradserve.proto import gradserve_pb2 as pb
 from gradserve.proto import gradserve_pb2_grpc as pb_grpc
 from gradserve.proto.tensors import from_tensor_map, to_tensor, to_tensor_map
 from gradserve.server import convert, status
-from gradserve.server.errors import CancelledError, DeadlineError, EngineError, GraphError
+from gradserve.server.errors import CancelledError, DeadlineError, EngineError, GraphError, LimitError
 from gradserve.server.service import Service
 
 
@@ -44,14 +45,19 @@ def _handled(method):
     return wrapper
 
 
-def stopper(context: grpc.ServicerContext):
-    """A check the engine calls between nodes: stop once the caller cancelled or the deadline passed."""
+def stopper(context: grpc.ServicerContext, max_seconds: float | None = None):
+    """A check the engine calls between nodes: stop once the caller cancelled, its deadline passed,
+    or the call ran past the server's max-call-seconds limit."""
+    give_up = None if max_seconds is None else time.monotonic() + max_seconds
 
     def should_stop():
         if not context.is_active():
             if context.time_remaining() <= 0:
                 raise DeadlineError("the call's deadline passed; stopped between nodes")
             raise CancelledError("the caller cancelled the call (or gave up at its deadline); stopped between nodes")
+        if give_up is not None and time.monotonic() > give_up:
+            raise LimitError(f"the call ran past the max-call-seconds limit of {max_seconds:g}s; "
+                             "stopped between nodes")
 
     return should_stop
 
@@ -60,6 +66,9 @@ class GradServeServicer(pb_grpc.GradServeServicer):
     def __init__(self, service: Service):
         self.service = service
         self._layers = convert.list_layers_response(service.registry)
+
+    def _stopper(self, context):
+        return stopper(context, self.service.limits.max_call_seconds)
 
     def _plan(self, ref: pb.GraphRef):
         kind = ref.WhichOneof("ref")
@@ -85,7 +94,7 @@ class GradServeServicer(pb_grpc.GradServeServicer):
         plan = self._plan(request.graph)
         outputs, session_id = self.service.forward(
             plan, from_tensor_map(request.feeds, "feed"), request.keep_for_backward, request.training,
-            request.seed if request.HasField("seed") else None, stopper(context),
+            request.seed if request.HasField("seed") else None, self._stopper(context),
         )
         response = pb.ForwardResponse(session_id=session_id, graph_id=plan.graph_id)
         try:
@@ -99,7 +108,7 @@ class GradServeServicer(pb_grpc.GradServeServicer):
     def Backward(self, request, context):
         grads = self.service.backward(
             request.session_id, from_tensor_map(request.output_grads, "output gradient"),
-            list(request.wrt) or None, request.retain, stopper(context),
+            list(request.wrt) or None, request.retain, self._stopper(context),
         )
         response = pb.BackwardResponse()
         to_tensor_map(grads, response.grads)
@@ -114,7 +123,7 @@ class GradServeServicer(pb_grpc.GradServeServicer):
         plan = self._plan(request.graph)
         wrt = [] if request.no_grad else (list(request.wrt) or None)
         args = (plan, from_tensor_map(request.feeds, "feed"), from_tensor_map(request.output_grads, "output gradient"),
-                wrt, request.training, request.seed if request.HasField("seed") else None, stopper(context))
+                wrt, request.training, request.seed if request.HasField("seed") else None, self._stopper(context))
         response = pb.RunResponse(graph_id=plan.graph_id)
         if request.trace:
             outputs, grads, values, value_grads = self.service.trace(*args)
@@ -131,7 +140,7 @@ class GradServeServicer(pb_grpc.GradServeServicer):
         plan = self._plan(request.graph)
         checks = self.service.check_gradients(
             plan, from_tensor_map(request.feeds, "feed"), list(request.wrt) or None,
-            from_tensor_map(request.output_grads, "output gradient"), request.eps, stopper(context),
+            from_tensor_map(request.output_grads, "output gradient"), request.eps, self._stopper(context),
         )
         response = pb.CheckGradientsResponse()
         for check in checks:

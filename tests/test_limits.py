@@ -256,3 +256,25 @@ def test_cancelled_call_stops_the_run_between_nodes(serve, gate_registry, tmp_pa
              describe=lambda: run_counts(running))
     assert sample(running, "gradserve_layer_forward_seconds_count", layer="Tick") < TICKS
     assert sample(running, "gradserve_requests_in_flight") == 0
+
+
+def test_call_past_max_call_seconds_stops_between_nodes(serve, gate_registry, tmp_path):
+    """A call with no deadline still stops between nodes at the server's max-call-seconds, naming the limit."""
+    _, client = serve(gate_registry, max_call_seconds=0.5)
+    gate = gate_plugin.Gate(tmp_path)
+    graph_id = client.register(gated_ticks(gate))
+    gate.open()  # the Ticks alone take longer than the limit
+    with pytest.raises(gs.GradserveError) as err:
+        client.run(graph_id, {"x": ones(4)}, grad=False)
+    refused(err, gs.ResourceExhausted, "max-call-seconds", 0.5)
+    assert client.run(chain(2), {"x": ones(4)}, grad=False).outputs["y"].tolist() == [1, 1, 1, 1]
+
+
+def test_names_over_max_named_graphs_are_refused(serve):
+    """A new name past max-named-graphs is refused naming the limit; re-registering a known name is fine."""
+    _, client = serve(max_named_graphs=1)
+    client.register(chain(1), name="first")
+    client.register(chain(2), name="first")
+    with pytest.raises(gs.GradserveError) as err:
+        client.register(chain(1), name="second")
+    refused(err, gs.ResourceExhausted, "max-named-graphs", 1)
