@@ -13,8 +13,9 @@ import numpy as np
 
 from gradserve.proto import gradserve_pb2 as pb
 from gradserve.proto import gradserve_pb2_grpc as pb_grpc
+from gradserve.proto import streaming, wire
 from gradserve.proto.attrs import attr_from_proto
-from gradserve.proto.tensors import from_tensor, from_tensor_map, to_tensor_map
+from gradserve.proto.tensors import TensorError, from_tensor, from_tensor_map, to_tensor_map
 from gradserve.client import graph as graph_module
 from gradserve.client.channel import Pem, open_channel, token_metadata
 from gradserve.client.errors import GradserveError, NotFound, from_rpc_error
@@ -24,6 +25,11 @@ DEFAULT_MESSAGE_BYTES = 256 << 20
 #: Spread calls over every address the target resolves to ("ipv4:10.0.0.1:50051,10.0.0.2:50051", or a DNS
 #: name with several records such as a Kubernetes headless Service); gRPC's default, pick_first, uses one.
 ROUND_ROBIN = ("grpc.service_config", json.dumps({"loadBalancingConfig": [{"round_robin": {}}]}))
+#: Run streams its tensors in chunks (RunStream) from this many request bytes on: past glibc's largest mmap
+#: threshold (32 MiB) every whole-message buffer is mapped fresh and faulted in, and a stream of 1 MiB chunks
+#: beats even a bare unary echo of the same bytes (bench: "large" rows).
+STREAM_BYTES = 32 << 20
+RUN_RESULT_TENSORS = tuple(wire.tensor_map_fields(pb.RunResponse).values())
 #: Trailer in which a server names the process that answered (see server/servicer.py).
 REPLICA_KEY = "gradserve-replica"
 
@@ -130,12 +136,18 @@ class Client:
         secure = channel is not None or bool(tls or root_certificates or certificate_chain)
         self._metadata = token_metadata(token, target, secure) or None
         self._stub = pb_grpc.GradServeStub(self._channel)
+        # Run's tensors skip protobuf's copies both ways (proto/wire.py); the server reads the same encoding.
+        self._run = self._channel.unary_unary("/gradserve.v1.GradServe/Run", request_serializer=wire.serialize,
+                                              response_deserializer=wire.Decoder(pb.RunResponse).decode)
+        self._run_stream = self._channel.stream_stream("/gradserve.v1.GradServe/RunStream",
+                                                       request_serializer=streaming.serialize,
+                                                       response_deserializer=streaming.deserialize)
         self._graph_ids: weakref.WeakKeyDictionary[Graph, tuple[int, str]] = weakref.WeakKeyDictionary()
         self._lock = threading.Lock()
         self._on_close = on_close
+        self._inline_graphs = round_robin
         self._layer_classes: dict[str, type] = {}
         # Graph ids are per-server caches; where calls can reach several servers, graphs travel inline.
-        self._inline_graphs = round_robin
 
     # -- lifecycle --
 
@@ -217,11 +229,11 @@ class Client:
         return pb.GraphRef(graph_id=known[1])
 
     def _with_graph(self, graph, make_request, method, timeout=None):
-        """Call by graph id; when the server does not know the id (restart, other replica), send the graph again.
+        """Call by graph id; when the server does not know the id (a restart), send the graph inline once.
 
-        After one such miss, and always with round_robin, graphs go inline: behind a load balancer each call
-        may reach another replica, so an id registered on one is no use to the next (and a retry by id could
-        keep missing the same replica forever).
+        The inline call teaches that server the graph, so later calls go by id again. A round_robin client
+        always sends graphs inline: each call may reach another replica, and a retry after a miss would go
+        to the next one, so a replica could miss the same id forever.
         """
         if self._inline_graphs and isinstance(graph, Graph):
             return self._call(method, make_request(pb.GraphRef(graph=graph.to_proto())), timeout)
@@ -230,7 +242,6 @@ class Client:
         except NotFound as error:
             if isinstance(graph, str) or error.reason != "UnknownGraphError":
                 raise
-            self._inline_graphs = True
             return self._call(method, make_request(pb.GraphRef(graph=graph.to_proto())), timeout)
 
     def run(self, graph: Graph | str, feeds: Mapping[str, np.ndarray], grad: Iterable[str] | bool | None = None,
@@ -243,20 +254,32 @@ class Client:
         for each scalar output). ``trace``: also return every intermediate
         value and its gradient (``Result.values``, ``Result.value_grads``).
         """
+        tensors = {"feeds": feeds, "output_grads": seed_grads or {}}
+        streamed = sum(getattr(a, "nbytes", 0) for named in tensors.values() for a in named.values()) >= STREAM_BYTES
+
         def make(ref):
             request = pb.RunRequest(graph=ref, training=training, no_grad=grad is False, trace=trace,
                                     wrt=[] if grad in (None, False, True) else list(grad))
             if seed is not None:
                 request.seed = seed
-            to_tensor_map(feeds, request.feeds)
-            to_tensor_map(seed_grads or {}, request.output_grads)
-            return request
+            return streaming.send("request", request, tensors) if streamed else wire.encode(request, tensors)
 
-        response, call = self._with_graph(graph, make, self._stub.Run.with_call, timeout)
-        return Result(from_tensor_map(response.outputs), from_tensor_map(response.grads), response.graph_id,
-                      from_tensor_map(response.values), from_tensor_map(response.value_grads),
+        response, call = self._with_graph(graph, make, self._run_streamed if streamed else self._run.with_call,
+                                          timeout)
+        tensors = response.tensors
+        return Result(from_tensor_map(tensors["outputs"]), from_tensor_map(tensors["grads"]), response.graph_id,
+                      from_tensor_map(tensors["values"]), from_tensor_map(tensors["value_grads"]),
                       graph if isinstance(graph, Graph) else None,
                       dict(call.trailing_metadata() or ()).get(REPLICA_KEY, ""))
+
+    def _run_streamed(self, chunks, timeout=None, metadata=None) -> tuple[wire.Decoded, grpc.Call]:
+        """RunStream, answered like ``self._run.with_call``: (the response and its tensors, the call)."""
+        call = self._run_stream(chunks, timeout=timeout, metadata=metadata)
+        try:
+            response, tensors = streaming.receive(call, "response", RUN_RESULT_TENSORS)
+        except TensorError as error:
+            raise GradserveError(f"the server's RunStream answer is malformed: {error}") from None
+        return wire.Decoded(response, tensors), call
 
     def forward(self, graph: Graph | str, feeds: Mapping[str, np.ndarray], *, training: bool = False,
                 seed: int | None = None, keep_for_backward: bool = True, timeout: float | None = None) -> Session:

@@ -371,6 +371,26 @@ class RunResponse(_message.Message):
     value_grads: _containers.MessageMap[str, Tensor]
     def __init__(self, outputs: _Optional[_Mapping[str, Tensor]] = ..., grads: _Optional[_Mapping[str, Tensor]] = ..., graph_id: _Optional[str] = ..., values: _Optional[_Mapping[str, Tensor]] = ..., value_grads: _Optional[_Mapping[str, Tensor]] = ...) -> None: ...
 
+class TensorChunk(_message.Message):
+    __slots__ = ("field", "name", "data")
+    FIELD_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    field: str
+    name: str
+    data: bytes
+    def __init__(self, field: _Optional[str] = ..., name: _Optional[str] = ..., data: _Optional[bytes] = ...) -> None: ...
+
+class RunChunk(_message.Message):
+    __slots__ = ("request", "response", "chunk")
+    REQUEST_FIELD_NUMBER: _ClassVar[int]
+    RESPONSE_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_FIELD_NUMBER: _ClassVar[int]
+    request: RunRequest
+    response: RunResponse
+    chunk: TensorChunk
+    def __init__(self, request: _Optional[_Union[RunRequest, _Mapping]] = ..., response: _Optional[_Union[RunResponse, _Mapping]] = ..., chunk: _Optional[_Union[TensorChunk, _Mapping]] = ...) -> None: ...
+
 class CheckGradientsRequest(_message.Message):
     __slots__ = ("graph", "feeds", "output_grads", "wrt", "eps")
     class FeedsEntry(_message.Message):

@@ -44,14 +44,20 @@ def dtype_name(code: int) -> str:
         raise TensorError(f"unknown dtype code {code}; use one of {', '.join(pb.DType.keys()[1:])}") from None
 
 
-def to_tensor(array, out: pb.Tensor | None = None) -> pb.Tensor:
-    """Serialize an array (anything np.asarray takes) into ``out`` or a new Tensor."""
+def native_array(array) -> tuple[np.ndarray, int]:
+    """``array`` (anything np.asarray takes) as a little-endian array, and its DType code."""
     array = np.asarray(array)
     code = _CODE_OF.get(array.dtype)  # fast path: a native little-endian dtype
     if code is None:
         code = dtype_code(array.dtype)
         if array.dtype.byteorder == ">":
             array = array.astype(array.dtype.newbyteorder("<"))
+    return array, code
+
+
+def to_tensor(array, out: pb.Tensor | None = None) -> pb.Tensor:
+    """Serialize an array (anything np.asarray takes) into ``out`` or a new Tensor."""
+    array, code = native_array(array)
     out = pb.Tensor() if out is None else out
     out.dtype = code
     out.shape[:] = array.shape
@@ -60,7 +66,8 @@ def to_tensor(array, out: pb.Tensor | None = None) -> pb.Tensor:
 
 
 def from_tensor(tensor: pb.Tensor, name: str = "tensor") -> np.ndarray:
-    """A read-only numpy view of the Tensor's bytes; raise TensorError naming ``name`` when they disagree."""
+    """A read-only numpy view of the Tensor's bytes (a copy when they are unaligned); raise TensorError naming
+    ``name`` when they disagree."""
     dtype = _TO_NUMPY.get(tensor.dtype)
     if dtype is None:
         raise TensorError(f"{name}: unknown dtype code {tensor.dtype}; use one of {', '.join(pb.DType.keys()[1:])}")
@@ -74,10 +81,16 @@ def from_tensor(tensor: pb.Tensor, name: str = "tensor") -> np.ndarray:
             f"({count} elements x {dtype.itemsize} bytes = {count * dtype.itemsize})"
         )
     try:
-        return np.frombuffer(data, dtype=dtype).reshape(shape)
+        array = np.frombuffer(data, dtype=dtype).reshape(shape)
     except ValueError as exc:  # more dimensions than numpy allows, or a size it cannot index
         _check_dimensions(shape, name)
         raise TensorError(f"{name}: shape {list(shape)} is not a valid array shape: {exc}") from None
+    # Bytes read in place from a message (proto/wire.py) may start at any offset: numpy's loops and BLAS run
+    # slower on unaligned elements than one copy costs.
+    if not array.flags.aligned:
+        array = array.copy()
+        array.flags.writeable = False  # like every array read from a message
+    return array
 
 
 def _check_dimensions(shape: tuple[int, ...], name: str) -> None:

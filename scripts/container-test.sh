@@ -51,7 +51,7 @@ cleanup() {
         "$DOCKER" rm -f "$container" >/dev/null 2>&1
     fi
     if [ -n "$dockerd_pid" ]; then
-        [ "$status" -ne 0 ] && tail -n 20 "$work/dockerd.log" >&2
+        [ "$status" -ne 0 ] && tail -n 10 "$work/dockerd.log" >&2
         stop_pid "$dockerd_pid" 20
         wait "$dockerd_pid" 2>/dev/null
         # dockerd stops the containerd it started; a dockerd that had to be killed leaves it behind.
@@ -66,7 +66,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# -- tools: Debian's docker.io engine and mmdebstrap, installed when missing --
+# -- tools: gradserve in $PYTHON; Debian's docker.io and mmdebstrap, installed when missing --
+"$PYTHON" -c "import gradserve.client" || { log "$PYTHON cannot import gradserve: pip install -e '.[test]'"; exit 1; }
 missing=()
 command -v dockerd >/dev/null && [ -x "$DOCKER" ] || missing+=(docker.io)
 command -v mmdebstrap >/dev/null || missing+=(mmdebstrap)
@@ -88,7 +89,8 @@ else
     base_tar=${BASE_CACHE:-$work/base.tar}
     mkdir -p "$(dirname "$base_tar")"
     # mmdebstrap picks the format from the name; the rename makes a cached tarball always a whole one.
-    mmdebstrap --quiet "${MMDEBSTRAP_ARGS[@]}" "$SUITE" "${base_tar%.tar}.part.tar" ${DEBIAN_MIRROR:+"$DEBIAN_MIRROR"}
+    mmdebstrap --quiet "${MMDEBSTRAP_ARGS[@]}" "$SUITE" "${base_tar%.tar}.part.tar" \
+        ${DEBIAN_MIRROR:+"$DEBIAN_MIRROR"} </dev/null
     mv "${base_tar%.tar}.part.tar" "$base_tar"
 fi
 
@@ -111,8 +113,8 @@ start_dockerd() {  # start_dockerd DRIVER: returns once it answers; 1 if it exit
 }
 
 ip link show docker0 >/dev/null 2>&1 || made_bridge=1
-# overlay2 stores each layer's changes; vfs copies every layer whole (here 4x slower to build and to delete)
-# but works on any filesystem, so it is the fallback.
+# overlay2 stores each layer's changes; vfs copies every layer whole (on a busy machine, 3-4x slower to build
+# and to delete) but works on any filesystem, so it is the fallback.
 driver=${STORAGE_DRIVER:-$(grep -qw overlay /proc/filesystems && echo overlay2 || echo vfs)}
 if ! start_dockerd "$driver"; then
     tail -n 3 "$work/dockerd.log" >&2
@@ -130,10 +132,13 @@ fi
 log "docker build --build-arg BASE=$BASE_IMAGE"
 "$DOCKER" build --quiet --network none --build-arg "BASE=$BASE_IMAGE" --tag "$IMAGE" . >/dev/null
 
-# -- run as Kubernetes will (deploy/gradserve.yaml): read-only root, no capabilities, non-root --
+# -- run as Kubernetes will (deploy/deployment.yaml): read-only root, no capabilities, non-root --
 container=gradserve-test-$$
+# Docker warns that without IP forwarding "networking will not work": that is the point (nothing gets out),
+# and the published port still works.
 "$DOCKER" run --detach --name "$container" --read-only --cap-drop ALL --security-opt no-new-privileges \
-    --publish 127.0.0.1::50051 --health-interval 1s "$IMAGE" >/dev/null
+    --publish 127.0.0.1::50051 --health-interval 1s "$IMAGE" >/dev/null 2>"$work/run.err" \
+    || { cat "$work/run.err" >&2; exit 1; }
 log "waiting for healthy"
 for _ in $(seq 60); do
     health=$("$DOCKER" inspect --format '{{.State.Health.Status}}' "$container")

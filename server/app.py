@@ -11,7 +11,6 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from gradserve.proto import gradserve_pb2 as pb
-from gradserve.proto import gradserve_pb2_grpc as pb_grpc
 from gradserve.server import kserve
 from gradserve.server.decoding import RejectUndecodable
 from gradserve.server.limits import Limits
@@ -20,7 +19,7 @@ from gradserve.server.observe import RequestObserver
 from gradserve.server.registry import Registry, load_registry
 from gradserve.server.security import TokenAuth, server_credentials
 from gradserve.server.service import Service
-from gradserve.server.servicer import GradServeServicer
+from gradserve.server.servicer import GradServeServicer, add_to_server
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -92,7 +91,7 @@ def start_server(address: str = "127.0.0.1:0", registry: Registry | None = None,
     interceptors = [RequestObserver(metrics)] + ([TokenAuth(options.tokens)] if options.tokens else [])
     interceptors.append(RejectUndecodable())
     server = grpc.server(executor, options=grpc_options, interceptors=interceptors)
-    pb_grpc.add_GradServeServicer_to_server(GradServeServicer(service), server)
+    add_to_server(GradServeServicer(service), server)
     kserve.add_to_server(service, server)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

@@ -25,12 +25,16 @@ class Limits:
     max_call_seconds: float = 600.0  # a server-side bound on any call, deadline or not
 
     def check_arrays(self, arrays: Iterable[np.ndarray], what: str = "request") -> None:
+        self.check_sizes(((name, array.size) for name, array in arrays), what)
+
+    def check_sizes(self, sizes: Iterable[tuple[str, int]], what: str = "request") -> None:
+        """Check (tensor name, element count) pairs: a streamed request's before its buffers are made."""
         total = 0
-        for name, array in arrays:
-            if array.size > self.max_tensor_elements:
-                raise LimitError(f"tensor {name!r} has {array.size} elements, over the max-tensor-elements "
+        for name, size in sizes:
+            if size > self.max_tensor_elements:
+                raise LimitError(f"tensor {name!r} has {size} elements, over the max-tensor-elements "
                                  f"limit of {self.max_tensor_elements}")
-            total += array.size
+            total += size
         if total > self.max_request_elements:
             raise LimitError(f"the {what} carries {total} elements, over the max-request-elements limit "
                              f"of {self.max_request_elements}")

@@ -8,9 +8,11 @@ import socket
 import time
 
 import grpc
+from google.protobuf import message_factory
 
 from gradserve.proto import gradserve_pb2 as pb
 from gradserve.proto import gradserve_pb2_grpc as pb_grpc
+from gradserve.proto import streaming, wire
 from gradserve.proto.tensors import from_tensor_map, to_tensor, to_tensor_map
 from gradserve.server import convert, status
 from gradserve.server.errors import CancelledError, DeadlineError, EngineError, GraphError, LimitError
@@ -60,6 +62,33 @@ def stopper(context: grpc.ServicerContext, max_seconds: float | None = None):
                              "stopped between nodes")
 
     return should_stop
+
+
+#: Methods whose tensor maps skip protobuf's copies (proto/wire.py): the request decoder of each.
+TENSOR_METHODS = {"Run": wire.Decoder(pb.RunRequest)}
+RUN_TENSORS = tuple(wire.tensor_map_fields(pb.RunRequest).values())  # feeds, output_grads
+
+
+def add_to_server(servicer: "GradServeServicer", server: grpc.Server) -> None:
+    """Serve ``servicer`` on ``server``, as the generated add_GradServeServicer_to_server does, except that
+    TENSOR_METHODS take a wire.Decoded request and answer with a wire.Encoded response."""
+    service = pb.DESCRIPTOR.services_by_name["GradServe"]
+    handlers = {}
+    for method in service.methods:
+        decoder = TENSOR_METHODS.get(method.name)
+        if decoder is not None:
+            deserialize, serialize = decoder.decode, wire.serialize
+        elif method.name == "RunStream":
+            deserialize, serialize = streaming.deserialize, streaming.serialize
+        else:
+            deserialize = message_factory.GetMessageClass(method.input_type).FromString
+            serialize = message_factory.GetMessageClass(method.output_type).SerializeToString
+        factory = grpc.stream_stream_rpc_method_handler if method.client_streaming else \
+            grpc.unary_unary_rpc_method_handler
+        handlers[method.name] = factory(getattr(servicer, method.name), request_deserializer=deserialize,
+                                        response_serializer=serialize)
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service.full_name, handlers),))
+    server.add_registered_method_handlers(service.full_name, handlers)
 
 
 class GradServeServicer(pb_grpc.GradServeServicer):
@@ -119,21 +148,33 @@ class GradServeServicer(pb_grpc.GradServeServicer):
         return pb.ReleaseSessionResponse(released=self.service.release(request.session_id))
 
     @_handled
-    def Run(self, request, context):
+    def Run(self, request: wire.Decoded, context) -> wire.Encoded:
+        return wire.encode(*self._run(request.message, request.tensors, context))
+
+    def RunStream(self, chunks, context):
+        """Run with the tensors in chunks (proto/streaming.py); errors end the stream as Run's would."""
+        context.set_trailing_metadata(((REPLICA_KEY, replica_id()),))
+        try:
+            request, tensors = streaming.receive(chunks, "request", RUN_TENSORS, self.service.limits.check_sizes)
+            response = streaming.send("response", *self._run(request, tensors, context))
+        except Exception as exc:  # noqa: BLE001 - every failure becomes a status, never a crash
+            if context.code() is not None:  # already ended while reading (an undecodable chunk: server/decoding.py)
+                raise
+            status.abort(context, exc)
+        yield from response
+
+    def _run(self, request: pb.RunRequest, tensors: dict, context) -> tuple[pb.RunResponse, dict]:
         plan = self._plan(request.graph)
         wrt = [] if request.no_grad else (list(request.wrt) or None)
-        args = (plan, from_tensor_map(request.feeds, "feed"), from_tensor_map(request.output_grads, "output gradient"),
+        args = (plan, from_tensor_map(tensors["feeds"], "feed"),
+                from_tensor_map(tensors["output_grads"], "output gradient"),
                 wrt, request.training, request.seed if request.HasField("seed") else None, self._stopper(context))
-        response = pb.RunResponse(graph_id=plan.graph_id)
         if request.trace:
             outputs, grads, values, value_grads = self.service.trace(*args)
-            to_tensor_map(values, response.values)
-            to_tensor_map(value_grads, response.value_grads)
-        else:
-            outputs, grads = self.service.run(*args)
-        to_tensor_map(outputs, response.outputs)
-        to_tensor_map(grads, response.grads)
-        return response
+            return pb.RunResponse(graph_id=plan.graph_id), {"outputs": outputs, "grads": grads, "values": values,
+                                                             "value_grads": value_grads}
+        outputs, grads = self.service.run(*args)
+        return pb.RunResponse(graph_id=plan.graph_id), {"outputs": outputs, "grads": grads}
 
     @_handled
     def CheckGradients(self, request, context):

@@ -51,6 +51,11 @@ def dockerfile_env() -> dict[str, str]:
     return dict(re.findall(r"\b(GRADSERVE_\w+)=(\S+)", (ROOT / "Dockerfile").read_text()))
 
 
+def pod_environ() -> dict[str, str]:
+    """The GRADSERVE_* variables the server sees in the pod: the image's, overridden by the Deployment's."""
+    return {**dockerfile_env(), **{e["name"]: e["value"] for e in container()["env"]}}
+
+
 def test_kustomization_lists_every_manifest():
     """kubectl apply -k deploy/ applies every YAML file in deploy/."""
     listed = set(yaml.safe_load((DEPLOY / "kustomization.yaml").read_text())["resources"])
@@ -67,7 +72,7 @@ def test_manifests_validate_against_kubernetes_schemas(version):
 def test_probes_ask_the_grpc_health_service_on_the_served_port():
     """Startup, liveness and readiness are gRPC probes on the port the image serves; readiness asks for our API."""
     grpc_port = next(p["containerPort"] for p in container()["ports"] if p["name"] == "grpc")
-    assert grpc_port == serve_args(dockerfile_env()).port
+    assert grpc_port == serve_args(pod_environ()).port
     for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
         assert container()[probe]["grpc"]["port"] == grpc_port
     assert container()["readinessProbe"]["grpc"]["service"] == SERVICE_NAME
@@ -100,8 +105,7 @@ def test_resources_have_requests_and_limits():
 
 def test_environment_sets_real_serve_flags():
     """Every GRADSERVE_* variable of the pod and the image is a `gradserve serve` flag, parsed as intended."""
-    env = {e["name"]: e["value"] for e in container()["env"]}
-    environ = {**dockerfile_env(), **env}
+    environ = pod_environ()
     args = serve_args(environ)
     for name in environ:
         assert hasattr(args, name.removeprefix("GRADSERVE_").lower()), f"{name} is no `gradserve serve` flag"
@@ -111,26 +115,23 @@ def test_environment_sets_real_serve_flags():
 
 def test_metrics_port_is_declared_and_announced():
     """The port GRADSERVE_METRICS_PORT opens is a container port and the one the scrape annotation names."""
-    env = {e["name"]: e["value"] for e in container()["env"]}
     metrics_port = next(p["containerPort"] for p in container()["ports"] if p["name"] == "metrics")
     annotations = resource("Deployment", "gradserve")["spec"]["template"]["metadata"]["annotations"]
-    assert serve_args({**dockerfile_env(), **env}).metrics_port == metrics_port
+    assert serve_args(pod_environ()).metrics_port == metrics_port
     assert int(annotations["prometheus.io/port"]) == metrics_port
 
 
 def test_termination_grace_outlasts_the_servers_drain():
     """Kubernetes waits longer than the server's --grace before SIGKILL, so in-flight calls can finish."""
-    env = {e["name"]: e["value"] for e in container()["env"]}
-    assert pod_spec()["terminationGracePeriodSeconds"] > serve_args({**dockerfile_env(), **env}).grace
+    assert pod_spec()["terminationGracePeriodSeconds"] > serve_args(pod_environ()).grace
 
 
 def test_session_memory_cap_fits_in_the_memory_limit():
     """The live-session byte cap is below the container's memory limit, so sessions cannot get the pod killed."""
-    env = {e["name"]: e["value"] for e in container()["env"]}
     limit = container()["resources"]["limits"]["memory"]
     units = {"Mi": 1 << 20, "Gi": 1 << 30}
     limit_bytes = int(limit[:-2]) * units[limit[-2:]]
-    assert serve_args({**dockerfile_env(), **env}).max_session_bytes < limit_bytes
+    assert serve_args(pod_environ()).max_session_bytes < limit_bytes
 
 
 def test_services_select_the_pods_on_the_grpc_port():
