@@ -38,30 +38,29 @@ def _remote(op: str, **attrs):
     return get_client().layer_class(op)(**attrs)
 
 
-class MulLayer:
+class _Binary:
+    op = ""
+
+    def __init__(self):
+        self._layer = _remote(self.op)
+
+    def forward(self, x, y):
+        return self._layer.forward(x, y)
+
+    def backward(self, dout):
+        return self._layer.backward(dout)
+
+
+class MulLayer(_Binary):
     """out = x * y; backward returns (dx, dy)."""
 
-    def __init__(self):
-        self._layer = _remote("Mul")
-
-    def forward(self, x, y):
-        return self._layer.forward(x, y)
-
-    def backward(self, dout):
-        return self._layer.backward(dout)
+    op = "Mul"
 
 
-class AddLayer:
+class AddLayer(_Binary):
     """out = x + y; backward returns (dx, dy)."""
 
-    def __init__(self):
-        self._layer = _remote("Add")
-
-    def forward(self, x, y):
-        return self._layer.forward(x, y)
-
-    def backward(self, dout):
-        return self._layer.backward(dout)
+    op = "Add"
 
 
 class _Unary:

@@ -137,11 +137,14 @@ class Client:
         self._metadata = token_metadata(token, target, secure) or None
         self._stub = pb_grpc.GradServeStub(self._channel)
         # Run's tensors skip protobuf's copies both ways (proto/wire.py); the server reads the same encoding.
+        # _registered_method=True as the generated stub passes: grpc then resolves the method once, not per call.
         self._run = self._channel.unary_unary("/gradserve.v1.GradServe/Run", request_serializer=wire.serialize,
-                                              response_deserializer=wire.Decoder(pb.RunResponse).decode)
+                                              response_deserializer=wire.Decoder(pb.RunResponse).decode,
+                                              _registered_method=True)
         self._run_stream = self._channel.stream_stream("/gradserve.v1.GradServe/RunStream",
                                                        request_serializer=streaming.serialize,
-                                                       response_deserializer=streaming.deserialize)
+                                                       response_deserializer=streaming.deserialize,
+                                                       _registered_method=True)
         self._graph_ids: weakref.WeakKeyDictionary[Graph, tuple[int, str]] = weakref.WeakKeyDictionary()
         self._lock = threading.Lock()
         self._on_close = on_close

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib.util
-import logging
 import sys
 import time
 from dataclasses import dataclass, fields
@@ -17,8 +16,6 @@ from gradserve.client.drawing import write_picture
 from gradserve.client.network import TwoLayerNet
 from gradserve.client.optimizers import make_optimizer
 from gradserve.client.training import History, fit
-
-_LOGGER = logging.getLogger(__name__)
 
 #: The one line that moves the book's layers onto the server.
 BOOK_IMPORT = "from gradserve.client.book import MulLayer, AddLayer\n"
@@ -164,9 +161,9 @@ def run_examples(console) -> bool:
     ok = True
     for title, blocks, expected in EXAMPLES:
         console.rule(title)
+        # exec, because the point is the chapter's own code, unchanged but for the import, shown as it runs.
         namespace: dict = {}
         exec(BOOK_IMPORT, namespace)
-        # exec, because the point is the chapter's own code, unchanged but for the import, shown as it runs.
         for index, code in enumerate(blocks):
             console.print(Syntax((BOOK_IMPORT if index == 0 else "") + code, "python", theme="ansi_dark"))
             exec(compile(code, f"<{title}>", "exec"), namespace)
@@ -311,7 +308,8 @@ def plot_history(history: History, path: Path) -> Path:
     acc_axes.plot(epochs, history.train_acc, marker="o", label="train")
     acc_axes.plot(epochs, history.test_acc, marker="s", label="test (held out)")
     acc_axes.axhline(0.95, color="grey", linestyle=":", linewidth=1)
-    acc_axes.set(title="accuracy", xlabel="epoch", ylabel="accuracy", ylim=(min(0.5, *history.test_acc, *history.train_acc), 1.0))
+    acc_axes.set(title="accuracy", xlabel="epoch", ylabel="accuracy",
+                 ylim=(min(0.5, *history.test_acc, *history.train_acc), 1.0))
     acc_axes.legend(loc="lower right")
     for axes in (loss_axes, acc_axes):
         axes.grid(alpha=0.3)

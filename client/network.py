@@ -59,6 +59,14 @@ class MultiLayerNet:
         self.dtype = np.dtype(dtype)
         if self.dtype.kind != "f":
             raise ValueError(f"dtype must be a floating-point type, not {self.dtype}")
+        self._setup(weight_init_std, seed, client)
+
+    def _setup(self, weight_init_std, seed: int | None, client: Client | None) -> None:
+        """Draw the parameters, build both graphs, register them with ``client`` when given.
+
+        A subclass with other layers (the book's SimpleConvNet) sets its sizes and
+        ``dtype``, overrides ``_init_params`` and ``_build``, then calls this.
+        """
         self.params = self._init_params(weight_init_std, np.random.default_rng(seed))
         self.graph = self._build(training=True)
         self.predict_graph = self._build(training=False)

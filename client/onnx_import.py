@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import sys
 from dataclasses import dataclass
 from typing import Callable, Mapping
 
@@ -345,25 +343,3 @@ _HANDLERS: dict[str, Callable] = {
     "Constant": _constant,
 }
 
-
-# -- the `gradserve import-onnx` command --
-
-def cmd_import_onnx(args) -> int:
-    """Register an ONNX model's graph on a server; print its id, inputs, parameters and outputs as JSON."""
-    import gradserve.client as gs
-
-    try:
-        imported = import_onnx(args.model, freeze=args.freeze)
-        with gs.connect(args.target) as client:
-            graph_id = client.register(imported.graph, name=args.name)
-    except (OnnxConversionError, gs.GradserveError, OSError) as exc:
-        print(f"gradserve import-onnx: {exc}", file=sys.stderr)
-        return 1
-    print(json.dumps({
-        "graph_id": graph_id,
-        "name": args.name or "",
-        "inputs": imported.inputs,
-        "parameters": sorted(imported.params),
-        "outputs": imported.outputs,
-    }, indent=2))
-    return 0

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from gradserve.proto import gradserve_pb2 as pb
 from gradserve.client.graph import Graph
+from gradserve.proto import gradserve_pb2 as pb
 
 
 class RemoteLayer:

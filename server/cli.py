@@ -1,4 +1,7 @@
-"""The `gradserve` command: serve, layers, plugins, health, demo. Every --foo-bar flag also reads GRADSERVE_FOO_BAR."""
+"""The `gradserve` command: serve, layers, plugins, health, import-onnx, demo.
+
+Every --foo-bar flag also reads the environment variable GRADSERVE_FOO_BAR (a flag given on the command line wins).
+"""
 
 from __future__ import annotations
 
@@ -29,7 +32,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gradserve", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
 
-    serve = commands.add_parser("serve", help="run the gRPC server")
+    def command(name: str, help: str) -> argparse.ArgumentParser:
+        return commands.add_parser(name, help=help, description=help)
+
+    serve = command("serve", "run the gRPC server")
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (0.0.0.0 for all)")
     serve.add_argument("--port", type=int, default=50051, help="port to bind (0 picks a free one)")
     serve.add_argument("--max-workers", type=int, default=16, help="threads serving calls")
@@ -39,7 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--grace", type=float, default=10.0, help="seconds in-flight calls get on SIGTERM")
     serve.add_argument("--workers", type=int, default=1,
                        help="server processes sharing --port (SO_REUSEPORT); more than 1 needs an explicit port")
-    serve.add_argument("--log-level", default="INFO")
+    serve.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR (WARNING hides the "
+                                                           "line per call)")
     serve.add_argument("--log-json", action="store_true", help="log JSON lines (one per request and event)")
     security = serve.add_argument_group("security")
     security.add_argument("--tls-cert", default=None, help="PEM certificate chain: serve TLS only (with --tls-key)")
@@ -47,7 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
     security.add_argument("--tls-client-ca", default=None,
                           help="PEM CA bundle: mutual TLS, every client must present a certificate it signed")
     security.add_argument("--token", default=None,
-                          help="bearer token every call must carry (health is exempt); prefer the env var or a file")
+                          help="bearer token every call must carry (health is exempt); prefer GRADSERVE_TOKEN or "
+                               "--token-file, which `ps` does not show")
     security.add_argument("--token-file", default=None,
                           help="file of accepted bearer tokens, one per line (several allow rotation)")
     observability = serve.add_argument_group("metrics")
@@ -58,16 +66,16 @@ def build_parser() -> argparse.ArgumentParser:
     _add_limit_flags(serve)
     serve.set_defaults(func=cmd_serve)
 
-    layers = commands.add_parser("layers", help="list the layers a running server offers")
+    layers = command("layers", "list the layers a running server offers")
     layers.add_argument("--target", default="127.0.0.1:50051", help="HOST:PORT of the server")
     layers.add_argument("--json", action="store_true", help="print JSON instead of a table")
     _add_client_flags(layers)
     layers.set_defaults(func=cmd_layers)
 
-    plugins = commands.add_parser("plugins", help="print the installed plugins and their load status as JSON")
+    plugins = command("plugins", "print the installed plugins and their load status as JSON")
     plugins.set_defaults(func=cmd_plugins)
 
-    health = commands.add_parser("health", help="ask a server's gRPC health service; exit 0 only when SERVING")
+    health = command("health", "ask a server's gRPC health service; exit 0 only when SERVING")
     health.add_argument("--target", default=None, help="HOST:PORT to ask (default 127.0.0.1:PORT)")
     health.add_argument("--port", type=int, default=50051, help="local port to ask when no --target is given")
     health.add_argument("--service", default="", help="service to ask about ('' = the whole server)")
@@ -75,7 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_client_flags(health, token=False)
     health.set_defaults(func=cmd_health)
 
-    onnx_import = commands.add_parser("import-onnx", help="register an ONNX model's graph on a server")
+    onnx_import = command("import-onnx", "register an ONNX model's graph on a server; print its id as JSON "
+                                         "(needs gradserve[onnx])")
     onnx_import.add_argument("model", help="the .onnx file")
     onnx_import.add_argument("--target", default="127.0.0.1:50051", help="HOST:PORT of the server")
     onnx_import.add_argument("--name", default=None, help="serve the graph under this name (a KServe model)")
@@ -83,8 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
                              help="bake the initializers in as constants instead of parameters to feed")
     onnx_import.set_defaults(func=cmd_import_onnx)
 
-    demo = commands.add_parser("demo", help="the chapter's examples, a gradient check and a network trained live "
-                                            "(needs gradserve[demo])")
+    demo = command("demo", "the chapter's examples, a gradient check and a network trained live "
+                           "(needs gradserve[demo])")
     demo.add_argument("--target", default=None, help="HOST:PORT of a server (default: start an embedded one)")
     demo.add_argument("--out", default="gradserve-out", help="folder for the pictures")
     demo.add_argument("--epochs", type=int, default=20, help="training epochs (the default reaches >= 95%%)")
@@ -93,19 +102,21 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--optimizer", default="adam", choices=["sgd", "momentum", "adagrad", "adam"])
     demo.add_argument("--lr", type=float, default=0.002, help="learning rate")
     demo.add_argument("--seed", type=int, default=0, help="seeds the split, the initial weights and the batches")
-    demo.add_argument("--log-level", default="WARNING")
+    demo.add_argument("--log-level", default="WARNING", help="DEBUG, INFO, WARNING or ERROR")
     _add_client_flags(demo)
     demo.set_defaults(func=cmd_demo)
     return parser
 
 
 def _add_limit_flags(parser: argparse.ArgumentParser) -> None:
+    from dataclasses import fields
+
     from gradserve.server.limits import Limits
 
-    defaults = Limits()
-    for name, value in vars(defaults).items():
-        parser.add_argument("--" + name.replace("_", "-"), type=type(value), default=value,
-                            help=f"limit (default {value})")
+    group = parser.add_argument_group("limits")
+    for limit in fields(Limits):
+        group.add_argument("--" + limit.name.replace("_", "-"), type=type(limit.default), default=limit.default,
+                           help=f"{limit.metadata['help']} (default {limit.default})")
 
 
 def _add_client_flags(parser: argparse.ArgumentParser, token: bool = True) -> None:
@@ -292,9 +303,20 @@ def cmd_health(args) -> int:
 
 
 def cmd_import_onnx(args) -> int:
-    from gradserve.client.onnx_import import cmd_import_onnx as import_onnx_command
+    """Register an ONNX model's graph on a server; print its id, inputs, parameters and outputs as JSON."""
+    import gradserve.client as gs
+    from gradserve.client.onnx_import import OnnxConversionError, import_onnx
 
-    return import_onnx_command(args)
+    try:
+        imported = import_onnx(args.model, freeze=args.freeze)
+        with gs.connect(args.target) as client:
+            graph_id = client.register(imported.graph, name=args.name)
+    except (OnnxConversionError, gs.GradserveError, OSError) as exc:
+        print(f"gradserve import-onnx: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps({"graph_id": graph_id, "name": args.name or "", "inputs": imported.inputs,
+                      "parameters": sorted(imported.params), "outputs": imported.outputs}, indent=2))
+    return 0
 
 
 def cmd_demo(args) -> int:

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.metadata
-import logging
-
 from google.protobuf import descriptor_pb2, descriptor_pool
 
 from gradserve.proto import kserve_pb2 as kpb
@@ -14,8 +11,7 @@ from gradserve.server.errors import EngineError, UnknownGraphError
 from gradserve.server.kserve_models import Models
 from gradserve.server.service import Service
 from gradserve.server.servicer import _handled, stopper
-
-_LOGGER = logging.getLogger(__name__)
+from gradserve.server.version import gradserve_version
 
 SERVICE_NAME = kpb.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
 SERVER_NAME = "gradserve"
@@ -41,7 +37,7 @@ def reflection_pool() -> descriptor_pool.DescriptorPool:
 class KServeServicer(kpb_grpc.GRPCInferenceServiceServicer):
     def __init__(self, service: Service):
         self.models = Models(service)
-        self._version = _version()
+        self._version = gradserve_version()
 
     @_handled
     def ServerLive(self, request, context):
@@ -125,13 +121,6 @@ def _refuse_tensor_parameters(kind: str, tensor) -> None:
         raise EngineError(f"{kind} {tensor.name!r} uses shared memory, which gradserve does not offer; "
                           "send the data in the request")
     raise EngineError(f"{kind} {tensor.name!r} has parameter {key!r}; gradserve supports no tensor parameters")
-
-
-def _version() -> str:
-    try:
-        return importlib.metadata.version("gradserve")
-    except importlib.metadata.PackageNotFoundError:
-        return "unknown"
 
 
 class _Pools:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Iterable
 
 import numpy as np
@@ -10,19 +10,27 @@ import numpy as np
 from gradserve.server.errors import LimitError
 
 
+def _limit(default, help: str):
+    return field(default=default, metadata={"help": help})
+
+
 @dataclass(frozen=True)
 class Limits:
-    max_message_bytes: int = 256 << 20  # room for a 64 MiB tensor and its gradient, with margin
-    max_graph_nodes: int = 10_000
-    max_tensor_elements: int = 1 << 26  # 64 Mi elements (256 MiB of float32)
-    max_request_elements: int = 1 << 27
-    max_sessions: int = 10_000
-    session_ttl: float = 300.0
-    max_session_bytes: int = 2 << 30
-    max_gradcheck_elements: int = 200_000
-    max_cached_plans: int = 1_000
-    max_named_graphs: int = 1_000
-    max_call_seconds: float = 600.0  # a server-side bound on any call, deadline or not
+    """Every field is a `gradserve serve --flag`; its metadata["help"] is the flag's help."""
+
+    # room for a 64 MiB tensor and its gradient, with margin
+    max_message_bytes: int = _limit(256 << 20, "largest gRPC message received or sent, in bytes")
+    max_graph_nodes: int = _limit(10_000, "nodes in one graph")
+    max_tensor_elements: int = _limit(1 << 26, "elements in one tensor")  # 64 Mi elements (256 MiB of float32)
+    max_request_elements: int = _limit(1 << 27, "elements in all the tensors of one request")
+    max_sessions: int = _limit(10_000, "Forward sessions kept for Backward")
+    session_ttl: float = _limit(300.0, "seconds an unused Forward session is kept")
+    max_session_bytes: int = _limit(2 << 30, "bytes all sessions keep; the least recently used are evicted")
+    max_gradcheck_elements: int = _limit(200_000, "input elements one CheckGradients call perturbs")
+    max_cached_plans: int = _limit(1_000, "compiled graphs kept; the oldest is dropped")
+    max_named_graphs: int = _limit(1_000, "graph names (KServe models) the server keeps")
+    # a server-side bound on any call, deadline or not
+    max_call_seconds: float = _limit(600.0, "seconds any call may run, whatever its deadline")
 
     def check_arrays(self, arrays: Iterable[np.ndarray], what: str = "request") -> None:
         self.check_sizes(((name, array.size) for name, array in arrays), what)

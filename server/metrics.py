@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.metadata
 import logging
 import threading
 
@@ -12,6 +11,7 @@ from prometheus_client.process_collector import ProcessCollector
 
 from gradserve.server.registry import Registry
 from gradserve.server.sessions import SessionStore
+from gradserve.server.version import gradserve_version
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ class Metrics:
         self._children_lock = threading.Lock()
         self._http = None
         Info("build", "The gradserve version serving", namespace=NAMESPACE,
-             registry=self.registry).info({"version": _version()})
+             registry=self.registry).info({"version": gradserve_version()})
         ProcessCollector(namespace=NAMESPACE, registry=self.registry)
         if layers is not None:
             self._count_plugins(layers)
@@ -105,10 +105,3 @@ class _SessionCollector:
 
     def describe(self):
         return []
-
-
-def _version() -> str:
-    try:
-        return importlib.metadata.version("gradserve")
-    except importlib.metadata.PackageNotFoundError:
-        return "unknown"

@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import hmac
-import logging
 from pathlib import Path
 from typing import Iterable
 
 import grpc
-
-_LOGGER = logging.getLogger(__name__)
 
 #: Services a caller reaches without a token: orchestrators' health probes carry none.
 OPEN_SERVICES = frozenset({"grpc.health.v1.Health"})

@@ -1,4 +1,4 @@
-"""The conformance kit for layer plugins: check_layer, check_plugin, plugin_cases (numpy only, no server)."""
+"""The conformance kit for layer plugins: check_layer, check_plugin, plugin_cases (no server, no gRPC)."""
 
 from gradserve.testing.cases import Case, LayerCase, check_plugin, plugin_cases, plugin_layers
 from gradserve.testing.conformance import CHECKS, ConformanceError, LayerReport, check_layer

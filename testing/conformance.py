@@ -192,17 +192,16 @@ class _Checker:
             with np.errstate(all="ignore"):
                 result = layer.forward(*arrays)
         except Exception as exc:
-            self.fail("forward", f"forward raised {type(exc).__name__}: {exc} "
-                                         f"(inputs {_describe_all(arrays)})")
+            self.fail("forward", f"forward raised {type(exc).__name__}: {exc} (inputs {_describe_all(arrays)})")
         declared = self.cls.outputs
         if len(declared) == 1:
             if isinstance(result, tuple):
                 self.fail("forward", f"declares one output {declared[0]!r} but forward returned a tuple "
-                                             f"of {len(result)}; return the array itself")
+                                     f"of {len(result)}; return the array itself")
             result = (result,)
         elif not isinstance(result, tuple) or len(result) != len(declared):
             self.fail("forward", f"declares {len(declared)} outputs {declared} but forward returned "
-                                         f"{_describe(result)}; return a tuple in that order")
+                                 f"{_describe(result)}; return a tuple in that order")
         outs = []
         for name, value in zip(declared, result):
             if isinstance(value, (np.generic, int, float, bool)):
@@ -226,7 +225,7 @@ class _Checker:
                                           f"a float32 array: write x.dtype.type(0.5) or a Python float)")
             if inputs_finite and out.dtype.kind in "fc" and not np.isfinite(out).all():
                 self.fail("forward", f"output {name!r} holds NaN or inf for finite inputs "
-                                             f"{_describe_all(arrays)}: {_numbers(out)}")
+                                     f"{_describe_all(arrays)}: {_numbers(out)}")
         self.passed += ["forward", "output dtype"]
 
     def douts(self, outs: list[np.ndarray]) -> list[np.ndarray | None]:
@@ -246,7 +245,7 @@ class _Checker:
         names = self.cls.inputs
         if not isinstance(grads, tuple) or len(grads) != len(names):
             self.fail("backward", f"backward must return a tuple with one gradient per input {names} "
-                                        f"(None where none), got {_describe(grads)}")
+                                  f"(None where none), got {_describe(grads)}")
         differentiable = set(self.cls.differentiable_inputs())
         for name, grad, value in zip(names, grads, arrays):
             if name not in differentiable:

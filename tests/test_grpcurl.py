@@ -60,7 +60,7 @@ def test_reflection_lists_our_services(target):
     assert any(s.startswith("grpc.reflection.") for s in services)
     methods = grpcurl(target, "list", "gradserve.v1.GradServe").split()
     assert sorted(m.rsplit(".", 1)[1] for m in methods) == sorted(
-        ["ListLayers", "RegisterGraph", "Forward", "Backward", "ReleaseSession", "Run", "CheckGradients"])
+        ["ListLayers", "RegisterGraph", "Forward", "Backward", "ReleaseSession", "Run", "RunStream", "CheckGradients"])
 
 
 def test_health_check_is_serving(target):

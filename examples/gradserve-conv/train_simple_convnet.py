@@ -40,12 +40,7 @@ class SimpleConvNet(MultiLayerNet):
         self.conv_param = {"filter_num": 30, "filter_size": 3, "pad": 1, "stride": 1, **(conv_param or {})}
         self.hidden_size, self.output_size = hidden_size, output_size
         self.dtype = np.dtype(dtype)
-        self.params = self._init_params(weight_init_std, np.random.default_rng(seed))
-        self.graph = self._build(training=True)
-        self.predict_graph = self._build(training=False)
-        self.client = client
-        if client is not None:
-            self.register(client)
+        self._setup(weight_init_std, seed, client)
 
     def _init_params(self, weight_init_std, rng: np.random.Generator) -> dict[str, np.ndarray]:
         channels, size, _ = self.input_dim

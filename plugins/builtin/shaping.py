@@ -1,4 +1,4 @@
-"""Reductions and shape changes: Sum, Mean, Reshape, Identity."""
+"""Reductions, shape changes and constants: Sum, Mean, Reshape, Identity, Constant."""
 
 import numpy as np
 
