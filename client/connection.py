@@ -11,6 +11,7 @@ from typing import Iterable, Mapping
 import grpc
 import numpy as np
 
+from gradserve.proto import REPLICA_KEY
 from gradserve.proto import gradserve_pb2 as pb
 from gradserve.proto import gradserve_pb2_grpc as pb_grpc
 from gradserve.proto import streaming, wire
@@ -30,8 +31,6 @@ ROUND_ROBIN = ("grpc.service_config", json.dumps({"loadBalancingConfig": [{"roun
 #: beats even a bare unary echo of the same bytes (bench: "large" rows).
 STREAM_BYTES = 32 << 20
 RUN_RESULT_TENSORS = tuple(wire.tensor_map_fields(pb.RunResponse).values())
-#: Trailer in which a server names the process that answered (see server/servicer.py).
-REPLICA_KEY = "gradserve-replica"
 
 
 @dataclass
@@ -326,4 +325,4 @@ def connect(target: str | None = None, **kwargs) -> Client:
     return Client(f"127.0.0.1:{port}", on_close=stop, **kwargs)
 
 
-__all__ = ["Client", "GradientCheck", "GradserveError", "LayerInfo", "LayerList", "Result", "Session", "connect"]
+__all__ = ["Client", "GradientCheck", "LayerInfo", "LayerList", "Result", "Session", "connect"]

@@ -1,4 +1,4 @@
-"""Build a gRPC server with the GradServe, KServe v2, health and reflection services: create_server()."""
+"""Build and start a gRPC server with the GradServe, KServe v2, health and reflection services: start_server()."""
 
 from __future__ import annotations
 

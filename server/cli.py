@@ -90,6 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     onnx_import.add_argument("--name", default=None, help="serve the graph under this name (a KServe model)")
     onnx_import.add_argument("--freeze", action="store_true",
                              help="bake the initializers in as constants instead of parameters to feed")
+    _add_client_flags(onnx_import)
     onnx_import.set_defaults(func=cmd_import_onnx)
 
     demo = command("demo", "the chapter's examples, a gradient check and a network trained live "
@@ -309,7 +310,7 @@ def cmd_import_onnx(args) -> int:
 
     try:
         imported = import_onnx(args.model, freeze=args.freeze)
-        with gs.connect(args.target) as client:
+        with gs.connect(args.target, **client_kwargs(args)) as client:
             graph_id = client.register(imported.graph, name=args.name)
     except (OnnxConversionError, gs.GradserveError, OSError) as exc:
         print(f"gradserve import-onnx: {exc}", file=sys.stderr)

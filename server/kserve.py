@@ -10,7 +10,7 @@ from gradserve.proto.kserve_tensors import add_output, datatype, request_inputs
 from gradserve.server.errors import EngineError, UnknownGraphError
 from gradserve.server.kserve_models import Models
 from gradserve.server.service import Service
-from gradserve.server.servicer import _handled, stopper
+from gradserve.server.servicer import handled, stopper
 from gradserve.server.version import gradserve_version
 
 SERVICE_NAME = kpb.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
@@ -39,24 +39,24 @@ class KServeServicer(kpb_grpc.GRPCInferenceServiceServicer):
         self.models = Models(service)
         self._version = gradserve_version()
 
-    @_handled
+    @handled
     def ServerLive(self, request, context):
         return kpb.ServerLiveResponse(live=True)
 
-    @_handled
+    @handled
     def ServerReady(self, request, context):
         # Plugins and the graph store are loaded before the server starts answering.
         return kpb.ServerReadyResponse(ready=True)
 
-    @_handled
+    @handled
     def ModelReady(self, request, context):
         return kpb.ModelReadyResponse(ready=self.models.find(request.name, request.version) is not None)
 
-    @_handled
+    @handled
     def ServerMetadata(self, request, context):
         return kpb.ServerMetadataResponse(name=SERVER_NAME, version=self._version, extensions=EXTENSIONS)
 
-    @_handled
+    @handled
     def ModelMetadata(self, request, context):
         model = self.models.get(request.name, request.version)
         response = kpb.ModelMetadataResponse(name=model.name, versions=[model.version], platform=PLATFORM)
@@ -65,7 +65,7 @@ class KServeServicer(kpb_grpc.GRPCInferenceServiceServicer):
                 field.add(name=info.name, datatype=datatype(info.dtype), shape=info.shape)
         return response
 
-    @_handled
+    @handled
     def ModelInfer(self, request, context):
         model = self.models.get(request.model_name, request.model_version)
         for tensor in request.inputs:
@@ -80,7 +80,7 @@ class KServeServicer(kpb_grpc.GRPCInferenceServiceServicer):
             add_output(response, name, array)
         return response
 
-    @_handled
+    @handled
     def RepositoryIndex(self, request, context):
         if request.repository_name:
             raise UnknownGraphError(f"no model repository {request.repository_name!r}: gradserve has one, "

@@ -10,6 +10,7 @@ import time
 import grpc
 from google.protobuf import message_factory
 
+from gradserve.proto import REPLICA_KEY
 from gradserve.proto import gradserve_pb2 as pb
 from gradserve.proto import gradserve_pb2_grpc as pb_grpc
 from gradserve.proto import streaming, wire
@@ -19,8 +20,6 @@ from gradserve.server.errors import CancelledError, DeadlineError, EngineError, 
 from gradserve.server.service import Service
 
 
-#: Trailer naming the process that answered, so a client behind a load balancer can tell replicas apart.
-REPLICA_KEY = "gradserve-replica"
 
 
 def replica_id() -> str:
@@ -33,7 +32,7 @@ def _replica_id(pid: int) -> str:
     return f"{socket.gethostname()}:{pid}"  # gethostname is a system call: once per process, not per request
 
 
-def _handled(method):
+def handled(method):
     """Turn every error a request can cause into its gRPC status; the server goes on."""
 
     @functools.wraps(method)
@@ -107,18 +106,18 @@ class GradServeServicer(pb_grpc.GradServeServicer):
             return self.service.plan(getattr(ref, kind))
         raise GraphError("the request names no graph: set graph.graph, graph.graph_id or graph.name")
 
-    @_handled
+    @handled
     def ListLayers(self, request, context):
         return self._layers
 
-    @_handled
+    @handled
     def RegisterGraph(self, request, context):
         if request.version and not request.name:
             raise EngineError("a version needs a name: set name as well, or leave version empty")
         plan = self.service.register(convert.graph_from_proto(request.graph), request.name, request.version)
         return pb.RegisterGraphResponse(graph_id=plan.graph_id)
 
-    @_handled
+    @handled
     def Forward(self, request, context):
         plan = self._plan(request.graph)
         outputs, session_id = self.service.forward(
@@ -133,7 +132,7 @@ class GradServeServicer(pb_grpc.GradServeServicer):
             raise
         return response
 
-    @_handled
+    @handled
     def Backward(self, request, context):
         grads = self.service.backward(
             request.session_id, from_tensor_map(request.output_grads, "output gradient"),
@@ -143,11 +142,11 @@ class GradServeServicer(pb_grpc.GradServeServicer):
         to_tensor_map(grads, response.grads)
         return response
 
-    @_handled
+    @handled
     def ReleaseSession(self, request, context):
         return pb.ReleaseSessionResponse(released=self.service.release(request.session_id))
 
-    @_handled
+    @handled
     def Run(self, request: wire.Decoded, context) -> wire.Encoded:
         return wire.encode(*self._run(request.message, request.tensors, context))
 
@@ -176,7 +175,7 @@ class GradServeServicer(pb_grpc.GradServeServicer):
         outputs, grads = self.service.run(*args)
         return pb.RunResponse(graph_id=plan.graph_id), {"outputs": outputs, "grads": grads}
 
-    @_handled
+    @handled
     def CheckGradients(self, request, context):
         plan = self._plan(request.graph)
         checks = self.service.check_gradients(

@@ -23,7 +23,7 @@ from gradserve.proto.tensors import from_tensor, to_tensor
 from gradserve.server import engine
 from gradserve.server.app import ServerOptions, start_server
 from gradserve.server.registry import load_registry
-from gradserve.server.servicer import REPLICA_KEY
+from gradserve.proto import REPLICA_KEY
 from serve_process import ServeProcess, reserved_port, thread_count
 
 POOL = 4  # server threads: few, so that the pool is full before a test counts threads
