@@ -66,13 +66,23 @@ def _wrap(behavior, request_streaming: bool):
 class RejectUndecodable(grpc.ServerInterceptor):
     """Turn grpc's INTERNAL for an unparseable request into INVALID_ARGUMENT."""
 
+    def __init__(self):
+        # grpc asks every interceptor for a handler on every call: wrap each method's handler once, not per call.
+        self._wrapped: dict[str, tuple] = {}
+
     def intercept_service(self, continuation, handler_call_details):
         handler = continuation(handler_call_details)
         if handler is None or handler.request_deserializer is None:
             return handler
+        name = handler_call_details.method
+        cached = self._wrapped.get(name)
+        if cached is not None and cached[0] is handler:
+            return cached[1]
         kind, factory = _FACTORIES[(bool(handler.request_streaming), bool(handler.response_streaming))]
-        return factory(
+        wrapped = factory(
             _wrap(getattr(handler, kind), handler.request_streaming),
-            request_deserializer=_lenient(handler.request_deserializer, handler_call_details.method),
+            request_deserializer=_lenient(handler.request_deserializer, name),
             response_serializer=handler.response_serializer,
         )
+        self._wrapped[name] = (handler, wrapped)
+        return wrapped

@@ -26,23 +26,33 @@ class RequestObserver(grpc.ServerInterceptor):
 
     def __init__(self, metrics: Metrics | None = None):
         self.metrics = metrics
+        # grpc asks every interceptor for a handler on every call: wrap each method's handler once, not per call.
+        self._wrapped: dict[str, tuple] = {}
 
     def intercept_service(self, continuation, handler_call_details):
         handler = continuation(handler_call_details)
         if handler is None or handler.request_streaming or handler.response_streaming:
             return handler
-        service, _, method = handler_call_details.method.lstrip("/").rpartition("/")
-        return grpc.unary_unary_rpc_method_handler(
+        name = handler_call_details.method
+        cached = self._wrapped.get(name)
+        if cached is not None and cached[0] is handler:
+            return cached[1]
+        service, _, method = name.lstrip("/").rpartition("/")
+        wrapped = grpc.unary_unary_rpc_method_handler(
             self._observed(handler.unary_unary, service, method),
             request_deserializer=handler.request_deserializer,
             response_serializer=handler.response_serializer,
         )
+        self._wrapped[name] = (handler, wrapped)
+        return wrapped
 
     def _observed(self, behavior, service: str, method: str):
         metrics = self.metrics
         level = logging.DEBUG if service in QUIET_SERVICES else logging.INFO
 
         def observed(request, context):
+            if metrics is None and not REQUEST_LOGGER.isEnabledFor(level):
+                return behavior(request, context)  # nothing to record: no timing, no status lookups
             start = time.perf_counter()
             response = None
             raised = False
