@@ -71,7 +71,7 @@ def from_tensor(tensor: pb.Tensor, name: str = "tensor") -> np.ndarray:
     dtype = _TO_NUMPY.get(tensor.dtype)
     if dtype is None:
         raise TensorError(f"{name}: unknown dtype code {tensor.dtype}; use one of {', '.join(pb.DType.keys()[1:])}")
-    shape = tuple(tensor.shape)
+    shape = tuple(tensor.shape[:])  # a repeated field's slice is a list, made in C: half the cost of tuple(field)
     data = tensor.data  # every read of a bytes field copies it out of the message: read it once
     count = math.prod(shape)
     if count * dtype.itemsize != len(data):
@@ -81,8 +81,10 @@ def from_tensor(tensor: pb.Tensor, name: str = "tensor") -> np.ndarray:
             f"({count} elements x {dtype.itemsize} bytes = {count * dtype.itemsize})"
         )
     try:
-        array = np.frombuffer(data, dtype=dtype).reshape(shape)
-    except ValueError as exc:  # more dimensions than numpy allows, or a size it cannot index
+        # One call instead of frombuffer + reshape (0.2 µs against 0.5: it counts for a Run of tiny tensors);
+        # a view of the buffer, read-only as the buffer is.
+        array = np.ndarray(shape, dtype, data)
+    except (ValueError, TypeError) as exc:  # more dimensions than numpy allows, or a size it cannot index
         _check_dimensions(shape, name)
         raise TensorError(f"{name}: shape {list(shape)} is not a valid array shape: {exc}") from None
     # Bytes read in place from a message (proto/wire.py) may start at any offset: numpy's loops and BLAS run

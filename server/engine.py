@@ -68,54 +68,59 @@ class Pass:
         (BatchNormalization's running statistics), never get one. A ``value_grads`` dict is filled
         with the gradient reaching every value, by value name (for tracing).
         """
+        with np.errstate(all="ignore"):
+            return self._backward(output_grads, wrt, should_stop, value_grads)
+
+    def _backward(self, output_grads, wrt, should_stop, value_grads) -> dict[str, np.ndarray]:
+        """``backward`` under the caller's numpy error state."""
         plan, values = self.plan, self.values
         wrt_slots = self._wrt_slots(wrt)
         grads: list = [None] * plan.n_slots
         for name, slot in self._seeds(output_grads).items():
             _accumulate(grads, slot, self._seed_array(name, slot, output_grads))
         layers, observe = self.layers, self.observe
-        with np.errstate(all="ignore"):
-            for index, step in plan.backward_steps(frozenset(wrt_slots.values())):
-                if step.out_slot is not None:
-                    dout = grads[step.out_slot]
-                    if dout is None:
-                        continue
-                    douts = (dout,)
+        # numpy's error state is set by the caller (backward, or run), once per call.
+        for index, step in plan.backward_steps(frozenset(wrt_slots.values())):
+            if step.out_slot is not None:
+                dout = grads[step.out_slot]
+                if dout is None:
+                    continue
+                douts = (dout,)
+            else:
+                douts = [grads[s] for s in step.out_slots]
+                if all(d is None for d in douts):
+                    continue
+            if should_stop is not None:
+                should_stop()
+            layer = layers[index]
+            try:
+                if observe is None:
+                    results = layer.backward(*douts)
                 else:
-                    douts = [grads[s] for s in step.out_slots]
-                    if all(d is None for d in douts):
+                    results = _timed(observe, step, "backward", layer.backward, douts)
+            except _CALL_ERRORS as exc:
+                raise _call_error(step, "backward", douts, exc) from None
+            if type(results) is not tuple or len(results) != step.arity:
+                raise LayerContractError(
+                    f"{step.op}.backward must return a tuple of {len(step.in_slots)} gradients, "
+                    f"got {_describe(results)}",
+                    step.node,
+                )
+            for position, slot in step.grad_slots:
+                grad = results[position]
+                if type(grad) is not np.ndarray:
+                    if grad is None:
                         continue
-                if should_stop is not None:
-                    should_stop()
-                layer = layers[index]
-                try:
-                    if observe is None:
-                        results = layer.backward(*douts)
-                    else:
-                        results = _timed(observe, step, "backward", layer.backward, douts)
-                except _CALL_ERRORS as exc:
-                    raise _call_error(step, "backward", douts, exc) from None
-                if type(results) is not tuple or len(results) != step.arity:
+                    grad = np.asarray(grad)
+                if grad.shape != values[slot].shape:
                     raise LayerContractError(
-                        f"{step.op}.backward must return a tuple of {len(step.in_slots)} gradients, "
-                        f"got {_describe(results)}",
+                        f"{step.op}.backward returned a gradient of shape {grad.shape} for "
+                        f"{plan.slot_names[slot]!r} of shape {values[slot].shape}",
                         step.node,
                     )
-                for position, slot in step.grad_slots:
-                    grad = results[position]
-                    if type(grad) is not np.ndarray:
-                        if grad is None:
-                            continue
-                        grad = np.asarray(grad)
-                    if grad.shape != values[slot].shape:
-                        raise LayerContractError(
-                            f"{step.op}.backward returned a gradient of shape {grad.shape} for "
-                            f"{plan.slot_names[slot]!r} of shape {values[slot].shape}",
-                            step.node,
-                        )
-                    # Never add in place: a layer may hand back its dout (Add does), which another node holds.
-                    current = grads[slot]
-                    grads[slot] = grad if current is None else current + grad
+                # Never add in place: a layer may hand back its dout (Add does), which another node holds.
+                current = grads[slot]
+                grads[slot] = grad if current is None else current + grad
         if value_grads is not None:
             value_grads.update((plan.slot_names[s], g) for s, g in enumerate(grads) if g is not None)
         out = {}
@@ -182,6 +187,12 @@ def forward(
 
     ``observe``, when given, is told the time of every layer call (forward here, backward later).
     """
+    with np.errstate(all="ignore"):
+        return _forward(plan, feeds, training, seed, should_stop, observe)
+
+
+def _forward(plan: Plan, feeds, training, seed, should_stop, observe) -> Pass:
+    """``forward`` under the caller's numpy error state."""
     values: list = [None] * plan.n_slots
     missing = [inp.name for inp in plan.inputs if inp.name not in feeds]
     if missing:
@@ -202,42 +213,42 @@ def forward(
     layers: list = [None] * len(plan.steps)
     stateful = training or seed is not None
     # This loop is the engine's per-node cost (a 1000-node graph of tiny arrays is all overhead):
-    # keep it to the layer calls and list indexing, with numpy's error state set once per pass.
-    with np.errstate(all="ignore"):
-        for index, step in enumerate(plan.steps):
-            if should_stop is not None:
-                should_stop()
-            layer = step.cls(**step.attrs)
-            if stateful:
-                layer.training = training
-                layer.seed = None if seed is None else (seed, index)
-            args = step.gather(values)
-            try:
-                if observe is None:
-                    result = layer.forward(*args)
-                else:
-                    result = _timed(observe, step, "forward", layer.forward, args)
-            except _CALL_ERRORS as exc:
-                raise _call_error(step, "forward", args, exc) from None
-            layers[index] = layer
-            if step.out_slot is not None:
-                values[step.out_slot] = result if type(result) is np.ndarray else _as_array(step, result)
-                continue
-            if not isinstance(result, tuple) or len(result) != len(step.out_slots):
-                raise LayerContractError(
-                    f"{step.op}.forward must return a tuple of {len(step.out_slots)} outputs, got {_describe(result)}",
-                    step.node,
-                )
-            for slot, item in zip(step.out_slots, result):
-                values[slot] = _as_array(step, item)
+    # keep it to the layer calls and list indexing, with numpy's error state set once per call by the caller.
+    for index, step in enumerate(plan.steps):
+        if should_stop is not None:
+            should_stop()
+        layer = step.new()
+        if stateful:
+            layer.training = training
+            layer.seed = None if seed is None else (seed, index)
+        args = step.gather(values)
+        try:
+            if observe is None:
+                result = layer.forward(*args)
+            else:
+                result = _timed(observe, step, "forward", layer.forward, args)
+        except _CALL_ERRORS as exc:
+            raise _call_error(step, "forward", args, exc) from None
+        layers[index] = layer
+        if step.out_slot is not None:
+            values[step.out_slot] = result if type(result) is np.ndarray else _as_array(step, result)
+            continue
+        if not isinstance(result, tuple) or len(result) != len(step.out_slots):
+            raise LayerContractError(
+                f"{step.op}.forward must return a tuple of {len(step.out_slots)} outputs, got {_describe(result)}",
+                step.node,
+            )
+        for slot, item in zip(step.out_slots, result):
+            values[slot] = _as_array(step, item)
     return Pass(plan, values, layers, observe)
 
 
 def run(plan: Plan, feeds, output_grads=None, wrt=None, *, training=False, seed=None, should_stop=None,
         observe=None):
     """Forward then backward in one call: (outputs, gradients)."""
-    state = forward(plan, feeds, training=training, seed=seed, should_stop=should_stop, observe=observe)
-    grads = {} if wrt is not None and not wrt else state.backward(output_grads, wrt, should_stop)
+    with np.errstate(all="ignore"):  # once for both passes: entering it costs about a µs, as much as a tiny node
+        state = _forward(plan, feeds, training, seed, should_stop, observe)
+        grads = {} if wrt is not None and not wrt else state._backward(output_grads, wrt, should_stop, None)
     return state.outputs(), grads
 
 

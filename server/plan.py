@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import operator
 from collections import deque
 from dataclasses import dataclass, field
@@ -38,9 +39,11 @@ class Step:
     out_slot: int | None = field(init=False)  # the one output's slot (most layers), else None
     grad_slots: tuple[tuple[int, int], ...] = field(init=False)  # (position, slot) of each differentiable input
     gather: Callable[[list], tuple] = field(init=False, repr=False, compare=False)  # values -> forward's args
+    new: Callable[[], Layer] = field(init=False, repr=False, compare=False)  # a fresh layer instance
 
     def __post_init__(self):
         object.__setattr__(self, "gather", _gatherer(self.in_slots))
+        object.__setattr__(self, "new", _instantiator(self.cls, self.attrs))
         object.__setattr__(self, "arity", len(self.in_slots))
         object.__setattr__(self, "out_slot", self.out_slots[0] if len(self.out_slots) == 1 else None)
         object.__setattr__(self, "grad_slots", tuple(
@@ -56,6 +59,26 @@ def _gatherer(slots: tuple[int, ...]) -> Callable[[list], tuple]:
         only = slots[0]
         return lambda values: (values[only],)
     return lambda values: ()
+
+
+def _instantiator(cls: type[Layer], attrs: dict) -> Callable[[], Layer]:
+    """A fast ``lambda: cls(**attrs)``: the engine makes one instance per node per pass.
+
+    Layer's own ``__init__`` only copies the attributes into the instance's ``__dict__``; a class that keeps
+    it is made without the keyword-argument call (half the cost on a 1-element chain). A class with its own
+    ``__new__`` or ``__init__`` is called as written.
+    """
+    if cls.__new__ is not object.__new__ or cls.__init__ is not Layer.__init__:
+        return functools.partial(cls, **attrs)
+    if not attrs:
+        return functools.partial(object.__new__, cls)
+
+    def new():
+        layer = object.__new__(cls)
+        layer.__dict__.update(attrs)
+        return layer
+
+    return new
 
 
 @dataclass
