@@ -25,7 +25,16 @@ def main(argv: list[str] | None = None) -> int:
     from gradserve.server.logs import configure_logging
 
     configure_logging(getattr(args, "log_level", "INFO"), getattr(args, "log_json", False))
-    return args.func(args) or 0
+    from gradserve.server.registry import PluginConflictError
+
+    try:
+        return args.func(args) or 0
+    except PluginConflictError as exc:  # a start-up error the operator fixes: say it, no traceback
+        print(f"gradserve {args.command}: {exc}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:  # `gradserve plugins | head`: the reader left, nothing more to say
+        sys.stderr.close()
+        return 0
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -151,3 +151,14 @@ def test_plugins_and_engine_import_without_grpc():
         "assert not bad, bad\n"
     )
     subprocess.run([sys.executable, "-c", client_only], check=True)
+
+
+def test_duplicate_layer_name_stops_the_cli_with_a_message(site, capsys):
+    """`gradserve plugins` with two plugins claiming one name exits 2 naming both, with no traceback."""
+    from gradserve.server.cli import main
+
+    make_distribution(site, "gsplug-one", "1.0", "gsplug_one", LAYER_PLUGIN.format(layer="Twice"))
+    make_distribution(site, "gsplug-two", "2.0", "gsplug_two", LAYER_PLUGIN.format(layer="Twice"))
+    assert main(["plugins"]) == 2
+    err = capsys.readouterr().err
+    assert "gradserve plugins: layer 'Twice' is registered by two plugins" in err and "Traceback" not in err

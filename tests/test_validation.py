@@ -149,3 +149,10 @@ def test_unknown_wrt_and_seed_names(registry):
         state.backward(wrt=["q"])
     with pytest.raises(FeedError, match=r"gradient given for 'n1', which is not a graph output \(outputs: out\)"):
         state.backward({"n1": np.ones(())})
+
+
+def test_affine_without_batch_axis_says_so(registry):
+    """A 0-d x for Affine is refused with what the layer needs, naming the node."""
+    plan = compile_graph(spec([("n1", "Affine", ("x", "W", "b"))], inputs=("x", "W", "b")), registry)
+    with pytest.raises(ComputeError, match="node 'n1'.*x must have a batch axis"):
+        engine.forward(plan, {"x": np.ones(()), "W": np.ones((1, 2)), "b": np.ones(2)})

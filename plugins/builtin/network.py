@@ -12,6 +12,8 @@ class Affine(Layer):
     inputs = ("x", "W", "b")
 
     def forward(self, x, W, b):
+        if x.ndim == 0:
+            raise ValueError("x must have a batch axis: rank 1 or more (the book's (N, D))")
         self.original_x_shape = x.shape
         self.x = x.reshape(x.shape[0], -1)
         self.W = W
