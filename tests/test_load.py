@@ -2,7 +2,7 @@
 
 Every call must succeed with the right numbers, and the server's memory must come back near where it
 started once the load ends and its sessions are released. The load lasts GRADSERVE_LOAD_SECONDS
-(default 5; the issue's full run is ``GRADSERVE_LOAD_SECONDS=20 pytest tests/test_load.py``).
+(default 20, as the issue asks; ``GRADSERVE_LOAD_SECONDS=3 pytest`` for a quick local run).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import gradserve.client as gs
 from serve_process import ServeProcess, rss_bytes, thread_count
 from two_layer_reference import two_layer_net
 
-LOAD_SECONDS = float(os.environ.get("GRADSERVE_LOAD_SECONDS", "5"))
+LOAD_SECONDS = float(os.environ.get("GRADSERVE_LOAD_SECONDS", "20"))
 CLIENTS = 16
 POOL_THREADS = 16  # the server's --max-workers
 # What "back near its start" allows: allocator arenas that glibc keeps for reuse and gRPC's caches.
