@@ -147,9 +147,9 @@ class Client:
         self._graph_ids: weakref.WeakKeyDictionary[Graph, tuple[int, str]] = weakref.WeakKeyDictionary()
         self._lock = threading.Lock()
         self._on_close = on_close
+        # Graph ids are per-server caches; where calls can reach several servers, graphs travel inline.
         self._inline_graphs = round_robin
         self._layer_classes: dict[str, type] = {}
-        # Graph ids are per-server caches; where calls can reach several servers, graphs travel inline.
 
     # -- lifecycle --
 
