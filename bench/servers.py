@@ -11,16 +11,14 @@ import grpc
 
 import gradserve.client as gs
 from gradserve.client.connection import DEFAULT_MESSAGE_BYTES
+from gradserve.proto import message_size_options
 
 from bench.echo import echo_callable
 
 ROOT = Path(__file__).resolve().parent.parent
 
 #: What the gradserve client sets on its channel; the echo client uses the same.
-CLIENT_OPTIONS = [
-    ("grpc.max_receive_message_length", DEFAULT_MESSAGE_BYTES),
-    ("grpc.max_send_message_length", DEFAULT_MESSAGE_BYTES),
-]
+CLIENT_OPTIONS = message_size_options(DEFAULT_MESSAGE_BYTES)
 
 
 class ServerProcess:

@@ -1,11 +1,11 @@
 """Benchmark: one 784-50-10 training step (batch 100, float32) through gradserve vs numpy in-process + a gRPC echo.
 
-    python bench/train_step.py            # both placements of the server; prints service / (numpy + echo)
+    python -m bench.train_step            # both placements of the server; prints service / (numpy + echo)
 
 A step is: send the batch and the parameters, get the loss and the gradients
 back (one Run), update the parameters with SGD. It is timed against, in the
 same run, (a) the same step in this process with plain numpy layers (the book's
-Affine, Relu and SoftmaxWithLoss, written out below) and (b) a bare gRPC echo
+Affine, Relu and SoftmaxWithLoss, in bench/book.py) and (b) a bare gRPC echo
 that receives the step's request bytes and answers with its response bytes: a
 generic method handler on a server built like gradserve's, over a channel with
 the client's options. So the ratio is what gradserve costs over the compute
@@ -33,71 +33,16 @@ from gradserve.client.connection import DEFAULT_MESSAGE_BYTES
 from gradserve.client.network import TwoLayerNet
 from gradserve.client.optimizers import SGD
 from gradserve.proto import gradserve_pb2 as pb
+from gradserve.proto import message_size_options
 from gradserve.proto.tensors import to_tensor_map
+
+from bench.book import two_layer_step
 
 SIZES = (784, 50, 10)
 BATCH_SIZE = 100
 ECHO_METHOD = "/gradserve.bench.Echo/Step"
 #: The client's channel options (client/connection.py), so the echo pays what a gradserve call pays.
-CHANNEL_OPTIONS = [("grpc.max_receive_message_length", DEFAULT_MESSAGE_BYTES),
-                   ("grpc.max_send_message_length", DEFAULT_MESSAGE_BYTES)]
-
-
-# -- (a) the step in-process: the book's layers in plain numpy --
-
-class Affine:
-    def __init__(self, W, b):
-        self.W, self.b = W, b
-
-    def forward(self, x):
-        self.x = x
-        return x @ self.W + self.b
-
-    def backward(self, dout):
-        self.dW = self.x.T @ dout
-        self.db = dout.sum(axis=0)
-        return dout @ self.W.T
-
-
-class Relu:
-    def forward(self, x):
-        self.mask = x <= 0
-        out = x.copy()
-        out[self.mask] = 0
-        return out
-
-    def backward(self, dout):
-        dx = dout.copy()
-        dx[self.mask] = 0
-        return dx
-
-
-class SoftmaxWithLoss:
-    def forward(self, x, t):
-        self.t = t
-        shifted = x - x.max(axis=1, keepdims=True)
-        exp = np.exp(shifted)
-        self.y = exp / exp.sum(axis=1, keepdims=True)
-        return -np.log(self.y[np.arange(len(t)), t] + 1e-7).mean()
-
-    def backward(self, dout=1):
-        dx = self.y.copy()
-        dx[np.arange(len(self.t)), self.t] -= 1
-        return dx * (dout / len(self.t))
-
-
-class NumpyTwoLayerNet:
-    """The chapter's TwoLayerNet, in this process, sharing the service network's parameters."""
-
-    def __init__(self, params):
-        self.params = params
-
-    def gradient(self, x, t):
-        p = self.params
-        affine1, relu, affine2, last = Affine(p["W1"], p["b1"]), Relu(), Affine(p["W2"], p["b2"]), SoftmaxWithLoss()
-        loss = last.forward(affine2.forward(relu.forward(affine1.forward(x))), t)
-        affine1.backward(relu.backward(affine2.backward(last.backward(1))))
-        return loss, {"W1": affine1.dW, "b1": affine1.db, "W2": affine2.dW, "b2": affine2.db}
+CHANNEL_OPTIONS = message_size_options(DEFAULT_MESSAGE_BYTES)
 
 
 # -- (b) a bare gRPC echo of the same bytes --
@@ -197,7 +142,7 @@ def measure(mode: str = "process", steps: int = 200, warmup: int = 20, rounds: i
             raise ValueError(f"unknown mode {mode!r}; use process, embedded or remote")
         with client:
             net = TwoLayerNet(sizes[0], sizes[1], sizes[2], seed=0, client=client)
-            reference = NumpyTwoLayerNet({k: v.copy() for k, v in net.params.items()})
+            reference = {k: v.copy() for k, v in net.params.items()}  # (a): the book's layers on these
             request, response = step_bytes(net, client, *batches[0])
             if mode == "embedded":
                 echo_server, echo_port = start_echo_server(response)
@@ -212,7 +157,7 @@ def measure(mode: str = "process", steps: int = 200, warmup: int = 20, rounds: i
                 service_sgd.update(net.params, net.forward_backward(x, t).grads)
 
             def numpy_step(x, t):
-                numpy_sgd.update(reference.params, reference.gradient(x, t)[1])
+                numpy_sgd.update(reference, two_layer_step(x, t, **reference)[1])
 
             def echo_step(x, t):
                 echo(request)

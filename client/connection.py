@@ -11,7 +11,7 @@ from typing import Iterable, Mapping
 import grpc
 import numpy as np
 
-from gradserve.proto import REPLICA_KEY
+from gradserve.proto import REPLICA_KEY, message_size_options
 from gradserve.proto import gradserve_pb2 as pb
 from gradserve.proto import gradserve_pb2_grpc as pb_grpc
 from gradserve.proto import streaming, wire
@@ -127,10 +127,9 @@ class Client:
         self.timeout = timeout
         self._channel = channel or open_channel(target, tls=tls, root_certificates=root_certificates,
                                                 certificate_chain=certificate_chain, private_key=private_key,
-                                                server_name=server_name, options=[
-            ("grpc.max_receive_message_length", max_message_bytes),
-            ("grpc.max_send_message_length", max_message_bytes),
-        ] + ([ROUND_ROBIN] if round_robin else []))
+                                                server_name=server_name,
+                                                options=message_size_options(max_message_bytes)
+                                                + ([ROUND_ROBIN] if round_robin else []))
         # A channel the caller made is theirs to judge; ours is secure when it speaks TLS.
         secure = channel is not None or bool(tls or root_certificates or certificate_chain)
         self._metadata = token_metadata(token, target, secure) or None

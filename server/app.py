@@ -11,6 +11,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from gradserve.proto import gradserve_pb2 as pb
+from gradserve.proto import message_size_options
 from gradserve.server import kserve
 from gradserve.server.decoding import RejectUndecodable
 from gradserve.server.limits import Limits
@@ -64,10 +65,7 @@ class Running:
 
 
 def channel_options(limits: Limits) -> list[tuple[str, int]]:
-    return [
-        ("grpc.max_receive_message_length", limits.max_message_bytes),
-        ("grpc.max_send_message_length", limits.max_message_bytes),
-    ]
+    return message_size_options(limits.max_message_bytes)
 
 
 def create_server(address: str = "127.0.0.1:0", registry: Registry | None = None,
