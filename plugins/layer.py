@@ -188,8 +188,11 @@ class Layer:
 
 def reduce_to_shape(grad: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     """Sum ``grad`` over the axes numpy broadcasting added or stretched to reach ``shape``."""
+    if type(grad) is np.ndarray and grad.shape == shape:  # no broadcasting happened: the common case, kept cheap
+        return grad
     grad = np.asarray(grad)
-    if grad.shape == tuple(shape):
+    shape = tuple(shape)
+    if grad.shape == shape:
         return grad
     lead = grad.ndim - len(shape)
     axes = tuple(range(lead)) + tuple(

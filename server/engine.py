@@ -75,12 +75,14 @@ class Pass:
         """``backward`` under the caller's numpy error state."""
         plan, values = self.plan, self.values
         wrt_slots = self._wrt_slots(wrt)
+        steps = plan.all_backward_steps if len(wrt_slots) == len(plan.differentiable_slots) else \
+            plan.backward_steps(frozenset(wrt_slots.values()))
         grads: list = [None] * plan.n_slots
         for name, slot in self._seeds(output_grads).items():
             _accumulate(grads, slot, self._seed_array(name, slot, output_grads))
         layers, observe = self.layers, self.observe
         # numpy's error state is set by the caller (backward, or run), once per call.
-        for index, step in plan.backward_steps(frozenset(wrt_slots.values())):
+        for index, step in steps:
             if step.out_slot is not None:
                 dout = grads[step.out_slot]
                 if dout is None:
@@ -108,16 +110,10 @@ class Pass:
                 )
             for position, slot in step.grad_slots:
                 grad = results[position]
-                if type(grad) is not np.ndarray:
+                if type(grad) is not np.ndarray or grad.shape != values[slot].shape:
+                    grad = _checked_grad(step, grad, values[slot], plan.slot_names[slot])
                     if grad is None:
                         continue
-                    grad = np.asarray(grad)
-                if grad.shape != values[slot].shape:
-                    raise LayerContractError(
-                        f"{step.op}.backward returned a gradient of shape {grad.shape} for "
-                        f"{plan.slot_names[slot]!r} of shape {values[slot].shape}",
-                        step.node,
-                    )
                 # Never add in place: a layer may hand back its dout (Add does), which another node holds.
                 current = grads[slot]
                 grads[slot] = grad if current is None else current + grad
@@ -127,23 +123,26 @@ class Pass:
         for name, slot in wrt_slots.items():
             value = values[slot]
             grad = grads[slot]
-            out[name] = np.zeros_like(value) if grad is None else grad.astype(value.dtype, copy=False)
+            if grad is None:
+                grad = np.zeros_like(value)
+            elif grad.dtype != value.dtype:
+                grad = grad.astype(value.dtype)
+            out[name] = grad
         return out
 
     def _wrt_slots(self, wrt) -> dict[str, int]:
-        plan = self.plan
+        plan, values = self.plan, self.values
         if wrt is None:
-            names = [n for n in plan.input_slots if _is_float(self.values[plan.input_slots[n]])]
-        else:
-            names = list(dict.fromkeys(wrt))
-            unknown = [n for n in names if n not in plan.input_slots]
-            if unknown:
-                raise FeedError(
-                    f"cannot take gradients for {unknown[0]!r}: not a graph input "
-                    f"(inputs: {', '.join(plan.input_slots)})"
-                )
+            return {n: s for n, s in plan.differentiable_slots.items() if values[s].dtype.kind == "f"}
+        names = list(dict.fromkeys(wrt))
+        unknown = [n for n in names if n not in plan.input_slots]
+        if unknown:
+            raise FeedError(
+                f"cannot take gradients for {unknown[0]!r}: not a graph input "
+                f"(inputs: {', '.join(plan.input_slots)})"
+            )
         return {n: plan.input_slots[n] for n in names
-                if n in plan.differentiable_inputs and _is_float(self.values[plan.input_slots[n]])}
+                if n in plan.differentiable_inputs and _is_float(values[plan.input_slots[n]])}
 
     def _seeds(self, output_grads) -> dict[str, int]:
         plan = self.plan
@@ -166,7 +165,7 @@ class Pass:
     def _seed_array(self, name, slot, output_grads) -> np.ndarray:
         value = self.values[slot]
         if not output_grads:
-            return np.ones_like(value)
+            return np.ones(value.shape, value.dtype)
         grad = np.asarray(output_grads[name])
         if grad.shape != np.shape(value):
             raise FeedError(f"gradient for output {name!r} has shape {list(grad.shape)}, the output has "
@@ -194,22 +193,17 @@ def forward(
 def _forward(plan: Plan, feeds, training, seed, should_stop, observe) -> Pass:
     """``forward`` under the caller's numpy error state."""
     values: list = [None] * plan.n_slots
-    missing = [inp.name for inp in plan.inputs if inp.name not in feeds]
-    if missing:
-        raise FeedError(f"missing feed for graph input {missing[0]!r} (the graph's inputs: "
-                        f"{', '.join(i.name for i in plan.inputs)})")
-    extra = [name for name in feeds if name not in plan.input_slots]
-    if extra:
-        raise FeedError(f"feed {extra[0]!r} is not a graph input (the graph's inputs: "
-                        f"{', '.join(i.name for i in plan.inputs)})")
-    for inp in plan.inputs:
-        value = feeds[inp.name]
+    if feeds.keys() != plan.input_names:
+        _check_feed_names(plan, feeds)
+    for name, slot, inp, dtype in plan.feed_checks:
+        value = feeds[name]
         if type(value) is not np.ndarray:
             value = np.asarray(value)
-        problem = check_feed(inp, value)
-        if problem:
-            raise FeedError(problem)
-        values[plan.input_slots[inp.name]] = value
+        if (dtype is not None and value.dtype != dtype) or inp.shape is not None:
+            problem = check_feed(inp, value, dtype)
+            if problem:
+                raise FeedError(problem)
+        values[slot] = value
     layers: list = [None] * len(plan.steps)
     stateful = training or seed is not None
     # This loop is the engine's per-node cost (a 1000-node graph of tiny arrays is all overhead):
@@ -250,6 +244,29 @@ def run(plan: Plan, feeds, output_grads=None, wrt=None, *, training=False, seed=
         state = _forward(plan, feeds, training, seed, should_stop, observe)
         grads = {} if wrt is not None and not wrt else state._backward(output_grads, wrt, should_stop, None)
     return state.outputs(), grads
+
+
+def _checked_grad(step: Step, grad, value: np.ndarray, name: str) -> np.ndarray | None:
+    """A gradient a layer returned that is not simply an array of its input's shape: None (no gradient),
+    the array it stands for, or a LayerContractError when its shape is not the input's."""
+    if grad is None:
+        return None
+    grad = np.asarray(grad)
+    if grad.shape != value.shape:
+        raise LayerContractError(f"{step.op}.backward returned a gradient of shape {grad.shape} for {name!r} of "
+                                 f"shape {value.shape}", step.node)
+    return grad
+
+
+def _check_feed_names(plan: Plan, feeds) -> None:
+    """Raise a FeedError naming the first missing feed or the first feed that is not a graph input."""
+    inputs = ", ".join(i.name for i in plan.inputs)
+    missing = [inp.name for inp in plan.inputs if inp.name not in feeds]
+    if missing:
+        raise FeedError(f"missing feed for graph input {missing[0]!r} (the graph's inputs: {inputs})")
+    extra = [name for name in feeds if name not in plan.input_slots]
+    if extra:
+        raise FeedError(f"feed {extra[0]!r} is not a graph input (the graph's inputs: {inputs})")
 
 
 def _timed(observe: Observer, step: Step, what: str, method, args):

@@ -24,7 +24,7 @@ from gradserve.server.graph import DTYPES, GraphSpec, InputSpec
 from gradserve.server.registry import Registry
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Step:
     """One node, ready to run: its layer class, bound attributes and value slots."""
 
@@ -95,6 +95,20 @@ class Plan:
     slot_names: tuple[str, ...]
     differentiable_inputs: frozenset[str] = frozenset()  # inputs some node reads in a differentiable position
     _backward_cache: dict = field(default_factory=dict, repr=False)
+    # Worked out once here so that a Run does not: the feed names, each input's (name, slot, spec, numpy dtype),
+    # the differentiable inputs' slots by name, and the backward steps when every one of them is differentiated.
+    input_names: frozenset[str] = field(init=False, repr=False)
+    feed_checks: tuple[tuple[str, int, InputSpec, np.dtype | None], ...] = field(init=False, repr=False)
+    differentiable_slots: dict[str, int] = field(init=False, repr=False)
+    all_backward_steps: tuple[tuple[int, Step], ...] = field(init=False, repr=False)
+
+    def __post_init__(self):
+        self.input_names = frozenset(self.input_slots)
+        self.feed_checks = tuple((inp.name, self.input_slots[inp.name], inp,
+                                  None if inp.dtype is None else np.dtype(inp.dtype)) for inp in self.inputs)
+        self.differentiable_slots = {name: slot for name, slot in self.input_slots.items()
+                                     if name in self.differentiable_inputs}
+        self.all_backward_steps = self.backward_steps(frozenset(self.differentiable_slots.values()))
 
     def backward_steps(self, wrt_slots: frozenset[int]) -> tuple[tuple[int, Step], ...]:
         """The steps that lie on a path from a wrt input, in reverse order (cached per wrt set)."""
@@ -239,9 +253,9 @@ def _topological_order(bound, producer) -> list[int]:
     return order
 
 
-def check_feed(inp: InputSpec, value: np.ndarray) -> str | None:
-    """Why ``value`` does not fit graph input ``inp``, or None when it does."""
-    if inp.dtype is not None and value.dtype.name != inp.dtype:
+def check_feed(inp: InputSpec, value: np.ndarray, dtype: np.dtype | None = None) -> str | None:
+    """Why ``value`` does not fit graph input ``inp`` (whose dtype is ``dtype``, when given), or None when it does."""
+    if inp.dtype is not None and value.dtype != (dtype or inp.dtype) and value.dtype.name != inp.dtype:
         return f"input {inp.name!r} expects dtype {inp.dtype}, got {value.dtype.name}"
     if inp.shape is not None:
         if len(inp.shape) != value.ndim or any(d not in (-1, n) for d, n in zip(inp.shape, value.shape)):
