@@ -82,12 +82,12 @@ class Pass:
             _accumulate(grads, slot, self._seed_array(name, slot, output_grads))
         layers, observe = self.layers, self.observe
         # numpy's error state is set by the caller (backward, or run), once per call.
-        for index, step in steps:
-            if step.out_slot is not None:
-                dout = grads[step.out_slot]
+        for index, step, out_slot, grad_slots, arity in steps:
+            if out_slot is not None:  # one output (most layers): call backward(dout) without packing a tuple
+                dout = grads[out_slot]
                 if dout is None:
                     continue
-                douts = (dout,)
+                douts = None
             else:
                 douts = [grads[s] for s in step.out_slots]
                 if all(d is None for d in douts):
@@ -96,19 +96,21 @@ class Pass:
                 should_stop()
             layer = layers[index]
             try:
-                if observe is None:
-                    results = layer.backward(*douts)
+                if observe is not None:
+                    results = _timed(observe, step, "backward", layer.backward, douts or (dout,))
+                elif douts is None:
+                    results = layer.backward(dout)
                 else:
-                    results = _timed(observe, step, "backward", layer.backward, douts)
+                    results = layer.backward(*douts)
             except _CALL_ERRORS as exc:
-                raise _call_error(step, "backward", douts, exc) from None
-            if type(results) is not tuple or len(results) != step.arity:
+                raise _call_error(step, "backward", douts or (dout,), exc) from None
+            if type(results) is not tuple or len(results) != arity:
                 raise LayerContractError(
                     f"{step.op}.backward must return a tuple of {len(step.in_slots)} gradients, "
                     f"got {_describe(results)}",
                     step.node,
                 )
-            for position, slot in step.grad_slots:
+            for position, slot in grad_slots:
                 grad = results[position]
                 if type(grad) is not np.ndarray or grad.shape != values[slot].shape:
                     grad = _checked_grad(step, grad, values[slot], plan.slot_names[slot])
@@ -208,14 +210,14 @@ def _forward(plan: Plan, feeds, training, seed, should_stop, observe) -> Pass:
     stateful = training or seed is not None
     # This loop is the engine's per-node cost (a 1000-node graph of tiny arrays is all overhead):
     # keep it to the layer calls and list indexing, with numpy's error state set once per call by the caller.
-    for index, step in enumerate(plan.steps):
+    for index, step, new, gather, out_slot in plan.forward_program:
         if should_stop is not None:
             should_stop()
-        layer = step.new()
+        layer = new()
         if stateful:
             layer.training = training
             layer.seed = None if seed is None else (seed, index)
-        args = step.gather(values)
+        args = gather(values)
         try:
             if observe is None:
                 result = layer.forward(*args)
@@ -224,8 +226,8 @@ def _forward(plan: Plan, feeds, training, seed, should_stop, observe) -> Pass:
         except _CALL_ERRORS as exc:
             raise _call_error(step, "forward", args, exc) from None
         layers[index] = layer
-        if step.out_slot is not None:
-            values[step.out_slot] = result if type(result) is np.ndarray else _as_array(step, result)
+        if out_slot is not None:
+            values[out_slot] = result if type(result) is np.ndarray else _as_array(step, result)
             continue
         if not isinstance(result, tuple) or len(result) != len(step.out_slots):
             raise LayerContractError(

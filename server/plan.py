@@ -81,6 +81,12 @@ def _instantiator(cls: type[Layer], attrs: dict) -> Callable[[], Layer]:
     return new
 
 
+#: (index, step, new, gather, out_slot) and (index, step, out_slot, grad_slots, arity): what the engine's
+#: forward and backward loops read of each step.
+ForwardStep = tuple[int, Step, Callable[[], Layer], Callable[[list], tuple], "int | None"]
+BackwardStep = tuple[int, Step, "int | None", tuple[tuple[int, int], ...], int]
+
+
 @dataclass
 class Plan:
     """A validated graph in topological order, with every name resolved to a slot index."""
@@ -100,7 +106,9 @@ class Plan:
     input_names: frozenset[str] = field(init=False, repr=False)
     feed_checks: tuple[tuple[str, int, InputSpec, np.dtype | None], ...] = field(init=False, repr=False)
     differentiable_slots: dict[str, int] = field(init=False, repr=False)
-    all_backward_steps: tuple[tuple[int, Step], ...] = field(init=False, repr=False)
+    all_backward_steps: tuple[BackwardStep, ...] = field(init=False, repr=False)
+    #: Each step with the parts forward reads, unpacked once here rather than looked up per node per Run.
+    forward_program: tuple[ForwardStep, ...] = field(init=False, repr=False)
 
     def __post_init__(self):
         self.input_names = frozenset(self.input_slots)
@@ -109,9 +117,12 @@ class Plan:
         self.differentiable_slots = {name: slot for name, slot in self.input_slots.items()
                                      if name in self.differentiable_inputs}
         self.all_backward_steps = self.backward_steps(frozenset(self.differentiable_slots.values()))
+        self.forward_program = tuple((index, step, step.new, step.gather, step.out_slot)
+                                     for index, step in enumerate(self.steps))
 
-    def backward_steps(self, wrt_slots: frozenset[int]) -> tuple[tuple[int, Step], ...]:
-        """The steps that lie on a path from a wrt input, in reverse order (cached per wrt set)."""
+    def backward_steps(self, wrt_slots: frozenset[int]) -> tuple[BackwardStep, ...]:
+        """The steps that lie on a path from a wrt input, in reverse order (cached per wrt set), each with the
+        parts backward reads."""
         cached = self._backward_cache.get(wrt_slots)
         if cached is None:
             live = set(wrt_slots)
@@ -119,7 +130,7 @@ class Plan:
             for index, step in enumerate(self.steps):
                 if any(s in live and m for s, m in zip(step.in_slots, step.grad_mask)):
                     live.update(step.out_slots)
-                    needed.append((index, step))
+                    needed.append((index, step, step.out_slot, step.grad_slots, step.arity))
             cached = self._backward_cache[wrt_slots] = tuple(reversed(needed))
         return cached
 
