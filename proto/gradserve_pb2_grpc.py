@@ -122,7 +122,7 @@ class GradServeServicer(object):
         its data left empty where it is to follow, then the data in TensorChunks (the Python client uses
         1 MiB chunks), each tensor's chunks in order; the receiver assembles them into one buffer per
         tensor. A tensor whose data is in the first message needs no chunks. Same results as Run; chosen
-        by the Python client when a request's tensors reach 32 MiB (past that, each whole-message copy
+        by the Python client when a request's tensors reach 8 MiB (past that, each whole-message copy
         costs page faults and the unary call gets slower than streaming).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)

@@ -89,18 +89,39 @@ def encode(message: Message, tensors: Mapping[str, Mapping[str, np.ndarray]]) ->
         return Encoded(message, message.SerializeToString())
     fields = message.DESCRIPTOR.fields_by_name
     parts = [message.SerializeToString()]
+    offset = len(parts[0])  # bytes of the message so far
     for field_name, arrays in tensors.items():
         tag = varint(fields[field_name].number << 3 | LEN)
         for name, array in arrays.items():
             array, code = native_array(array)
-            head = pb.Tensor(dtype=code, shape=array.shape).SerializeToString()
             nbytes = array.nbytes
-            tensor_size = len(head) + 1 + len(varint(nbytes)) + nbytes
             key = name.encode()
-            entry_head = (_ENTRY_KEY + varint(len(key)) + key + _ENTRY_VALUE + varint(tensor_size) + head
-                          + _TENSOR_DATA + varint(nbytes))
+            head = (_ENTRY_KEY + varint(len(key)) + key + _ENTRY_VALUE,
+                    pb.Tensor(dtype=code, shape=array.shape).SerializeToString(), _TENSOR_DATA + varint(nbytes))
+            entry_head = _aligned_entry_head(offset + len(tag), head, nbytes)
             parts += [tag, varint(len(entry_head) + nbytes), entry_head, _bytes_of(array)]
+            offset += len(tag) + len(parts[-3]) + len(entry_head) + nbytes
     return Encoded(message, b"".join(parts))  # the one copy of the tensor bytes
+
+
+#: Tensor data starts at a multiple of this many bytes into the message (Tensor's reserved field 15 pads):
+#: the receiver's buffer is at least this aligned, so it reads every array in place (an unaligned one it
+#: would copy).
+ALIGN = 16
+_PAD_TAG = bytes([15 << 3 | LEN])
+
+
+def _aligned_entry_head(start: int, head: tuple[bytes, bytes, bytes], nbytes: int) -> bytes:
+    """A map entry's bytes up to its tensor data, padded so the data begins at a multiple of ALIGN
+    (``start``: where the entry's length prefix begins in the message)."""
+    entry_key, tensor_head, data_head = head
+    for pad_size in (0, *range(2, 2 * ALIGN + 2)):  # none, or a pad field: 2 bytes (tag, length 0) or more
+        pad = _PAD_TAG + varint(pad_size - 2) + bytes(pad_size - 2) if pad_size else b""
+        tensor_size = len(tensor_head) + len(pad) + len(data_head) + nbytes
+        entry_head = entry_key + varint(tensor_size) + tensor_head + pad + data_head
+        if (start + len(varint(len(entry_head) + nbytes)) + len(entry_head)) % ALIGN == 0:
+            return entry_head
+    return entry_key + varint(len(tensor_head) + len(data_head) + nbytes) + tensor_head + data_head
 
 
 def serialize(encoded: Encoded) -> bytes:
