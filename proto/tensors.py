@@ -60,7 +60,10 @@ def to_tensor(array, out: pb.Tensor | None = None) -> pb.Tensor:
     array, code = native_array(array)
     out = pb.Tensor() if out is None else out
     out.dtype = code
-    out.shape[:] = array.shape
+    if array.ndim:
+        out.shape[:] = array.shape
+    elif out.shape:  # a scalar has no shape: set nothing unless ``out`` had one (an empty set costs half a µs)
+        del out.shape[:]
     out.data = array.tobytes(order="C")  # the one copy
     return out
 
