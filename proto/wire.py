@@ -115,13 +115,25 @@ def _aligned_entry_head(start: int, head: tuple[bytes, bytes, bytes], nbytes: in
     """A map entry's bytes up to its tensor data, padded so the data begins at a multiple of ALIGN
     (``start``: where the entry's length prefix begins in the message)."""
     entry_key, tensor_head, data_head = head
-    for pad_size in (0, *range(2, 2 * ALIGN + 2)):  # none, or a pad field: 2 bytes (tag, length 0) or more
-        pad = _PAD_TAG + varint(pad_size - 2) + bytes(pad_size - 2) if pad_size else b""
-        tensor_size = len(tensor_head) + len(pad) + len(data_head) + nbytes
-        entry_head = entry_key + varint(tensor_size) + tensor_head + pad + data_head
-        if (start + len(varint(len(entry_head) + nbytes)) + len(entry_head)) % ALIGN == 0:
-            return entry_head
+    fixed = len(entry_key) + len(tensor_head) + len(data_head)
+
+    def misalignment(pad_size: int) -> int:
+        tensor_size = len(tensor_head) + pad_size + len(data_head) + nbytes
+        head_size = fixed + _varint_size(tensor_size) + pad_size
+        return (start + _varint_size(head_size + nbytes) + head_size) % ALIGN
+
+    short = -misalignment(0) % ALIGN  # the padding needed, unless it changes a length prefix's size
+    guess = short if short != 1 else short + ALIGN  # a pad field takes at least 2 bytes
+    for pad_size in (guess, 0, *range(2, 2 * ALIGN + 2)):
+        if misalignment(pad_size) == 0:
+            pad = _PAD_TAG + varint(pad_size - 2) + bytes(pad_size - 2) if pad_size else b""
+            return entry_key + varint(len(tensor_head) + pad_size + len(data_head) + nbytes) + tensor_head + pad \
+                + data_head
     return entry_key + varint(len(tensor_head) + len(data_head) + nbytes) + tensor_head + data_head
+
+
+def _varint_size(value: int) -> int:
+    return max(1, (value.bit_length() + 6) // 7)
 
 
 def serialize(encoded: Encoded) -> bytes:
