@@ -214,11 +214,13 @@ def _entry(data: bytes, view: memoryview, position: int, end: int) -> tuple[str,
     return name, _tensor(data, view, *(value or (end, end)))
 
 
+_DTYPE_TAG, _SHAPE_PACKED, _SHAPE_ONE = 1 << 3 | _VARINT, 2 << 3 | LEN, 2 << 3 | _VARINT  # Tensor's other fields
+
+
 def _tensor(data: bytes, view: memoryview, position: int, end: int) -> RawTensor:
-    head = []
-    payload = view[0:0]
+    """A Tensor's fields, its data a view of ``data``; fields it does not know are skipped (the padding)."""
+    dtype, shape, payload = 0, [], view[0:0]
     while position < end:
-        start = position
         tag, position = read_varint(data, position)
         if tag == _TENSOR_DATA[0]:
             size, position = read_varint(data, position)
@@ -226,14 +228,30 @@ def _tensor(data: bytes, view: memoryview, position: int, end: int) -> RawTensor
                 raise Unexpected
             payload = view[position:position + size]  # a repeated bytes field: the last one counts
             position += size
+        elif tag == _DTYPE_TAG:
+            dtype, position = read_varint(data, position)
+        elif tag == _SHAPE_PACKED:
+            size, position = read_varint(data, position)
+            stop = position + size
+            if stop > end:
+                raise Unexpected
+            while position < stop:
+                dim, position = read_varint(data, position)
+                shape.append(dim)
+            if position != stop:
+                raise Unexpected
+        elif tag == _SHAPE_ONE:  # an unpacked repeated field: also valid protobuf
+            dim, position = read_varint(data, position)
+            shape.append(dim)
         else:
             position = _skip(data, position, tag & 7, end)
-            head.append(view[start:position])
-    tensor = pb.Tensor.FromString(b"".join(head))
-    return RawTensor(tensor.dtype, tuple(tensor.shape), payload)
+    # int64 as protobuf writes it: a negative dimension arrives as a 64-bit two's complement
+    return RawTensor(dtype, tuple(d - (1 << 64) if d >= 1 << 63 else d for d in shape), payload)
 
 
 def read_varint(data: bytes, position: int) -> tuple[int, int]:
+    if position < len(data) and data[position] < 0x80:  # one byte: every tag here, and most lengths
+        return data[position], position + 1
     result = shift = 0
     while True:
         if position >= len(data) or shift > 63:
