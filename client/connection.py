@@ -257,14 +257,15 @@ class Client:
         value and its gradient (``Result.values``, ``Result.value_grads``).
         """
         tensors = {"feeds": feeds, "output_grads": seed_grads or {}}
-        streamed = sum(getattr(a, "nbytes", 0) for named in tensors.values() for a in named.values()) >= STREAM_BYTES
+        nbytes = wire.tensor_bytes(tensors)
+        streamed = nbytes >= STREAM_BYTES
 
         def make(ref):
             request = pb.RunRequest(graph=ref, training=training, no_grad=grad is False, trace=trace,
                                     wrt=[] if grad in (None, False, True) else list(grad))
             if seed is not None:
                 request.seed = seed
-            return streaming.send("request", request, tensors) if streamed else wire.encode(request, tensors)
+            return streaming.send("request", request, tensors) if streamed else wire.encode(request, tensors, nbytes)
 
         response, call = self._with_graph(graph, make, self._run_streamed if streamed else self._run.with_call,
                                           timeout)

@@ -110,6 +110,8 @@ def to_tensor_map(arrays: Mapping[str, np.ndarray], out) -> None:
 
 
 def from_tensor_map(tensors, what: str = "tensor") -> dict[str, np.ndarray]:
+    if not tensors:  # most maps of a response are empty (values, value_grads): skip making an iterator
+        return {}
     arrays = {}
     for name, tensor in tensors.items():
         try:

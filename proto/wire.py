@@ -81,9 +81,15 @@ def tensor_map_fields(message_type) -> dict[int, str]:
 SMALL_BYTES = 64 << 10
 
 
-def encode(message: Message, tensors: Mapping[str, Mapping[str, np.ndarray]]) -> Encoded:
-    """``message`` serialized with the tensor map fields named in ``tensors`` (field name -> arrays)."""
-    if sum(getattr(a, "nbytes", 0) for arrays in tensors.values() for a in arrays.values()) < SMALL_BYTES:
+def tensor_bytes(tensors: Mapping[str, Mapping[str, np.ndarray]]) -> int:
+    """Bytes of data in tensor maps (field name -> arrays); what is not an array yet counts as none."""
+    return sum(getattr(a, "nbytes", 0) for arrays in tensors.values() for a in arrays.values())
+
+
+def encode(message: Message, tensors: Mapping[str, Mapping[str, np.ndarray]], nbytes: int | None = None) -> Encoded:
+    """``message`` serialized with the tensor map fields named in ``tensors`` (field name -> arrays);
+    ``nbytes``: their ``tensor_bytes``, when the caller has it already."""
+    if (tensor_bytes(tensors) if nbytes is None else nbytes) < SMALL_BYTES:
         for field_name, arrays in tensors.items():
             to_tensor_map(arrays, getattr(message, field_name))
         return Encoded(message, message.SerializeToString())

@@ -107,7 +107,7 @@ class Service:
         state = engine.forward(plan, feeds, training=training, seed=seed, should_stop=should_stop,
                                observe=self.observe)
         if keep_for_backward and should_stop is not None:
-            should_stop()  # the caller may have left during the last node: keep no session nobody can use
+            should_stop(True)  # the caller may have left during the last node: keep no session nobody can use
         session_id = self.sessions.put(state) if keep_for_backward else ""
         return state.outputs(), session_id
 
