@@ -37,6 +37,23 @@ def test_wire_encoding_is_the_protobuf_message(monkeypatch):
             np.array_equal(array, arrays[name]), name
 
 
+def test_small_wire_encoding_is_the_protobuf_message(monkeypatch):
+    """Small messages reuse each entry's head (by field, name, dtype, shape): the same message protobuf builds,
+    also when one name comes back with another shape or dtype, and after the cache of heads starts over."""
+    monkeypatch.setattr(wire, "_SMALL_HEADS_MAX", 3)
+    rounds = [
+        {"x": np.arange(6.0).reshape(2, 3)[:, ::2], "b": np.array([True, False]), "s": np.asarray(3)},
+        {"x": np.arange(3, dtype=">f4"), "b": np.zeros((0, 2), np.int32), "s": np.asarray(3)},
+        {"x": np.arange(6.0).reshape(2, 3)[:, ::2], "s": np.float64(2.5)},
+    ]
+    for arrays in rounds * 2:
+        expected = pb.RunResponse(graph_id="g")
+        to_tensor_map(arrays, expected.grads)
+        encoded = wire.encode(pb.RunResponse(graph_id="g"), {"outputs": {}, "grads": arrays})
+        assert pb.RunResponse.FromString(encoded.data) == expected
+        assert len(wire._SMALL_HEADS) <= 3
+
+
 def test_wire_encoding_aligns_tensor_data_so_the_receiver_reads_it_in_place():
     """Every tensor's data starts at a multiple of wire.ALIGN in the message: decoded arrays are views, not copies,
     whatever the lengths of the names and ids before them."""
