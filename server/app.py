@@ -41,6 +41,10 @@ class ServerOptions:
     tokens: tuple[str, ...] = ()  # bearer tokens accepted; empty: no token needed
     metrics_port: int | None = None  # None: no metrics at all; 0: serve them on a free port
     metrics_host: str = "127.0.0.1"
+    # Seconds before the server asks a client to reconnect (gRPC GOAWAY); calls under way get the grace to finish.
+    # A reconnecting round_robin client resolves the name again, so it sees replicas added since. None: never.
+    max_connection_age: float | None = None
+    max_connection_age_grace: float = 10.0
 
 
 @dataclass
@@ -68,6 +72,14 @@ def channel_options(limits: Limits) -> list[tuple[str, int]]:
     return message_size_options(limits.max_message_bytes)
 
 
+def connection_age_options(options: ServerOptions) -> list[tuple[str, int]]:
+    """gRPC's server options for ``max_connection_age`` (none when it is unset)."""
+    if not options.max_connection_age:
+        return []
+    return [("grpc.max_connection_age_ms", round(options.max_connection_age * 1000)),
+            ("grpc.max_connection_age_grace_ms", round(options.max_connection_age_grace * 1000))]
+
+
 def create_server(address: str = "127.0.0.1:0", registry: Registry | None = None,
                   options: ServerOptions | None = None) -> tuple[grpc.Server, int]:
     """A started server bound to ``address`` (port 0 picks a free one) and its port."""
@@ -83,7 +95,8 @@ def start_server(address: str = "127.0.0.1:0", registry: Registry | None = None,
     metrics = Metrics(registry) if options.metrics_port is not None else None
     service = Service(registry, options.limits, options.graph_store,
                       observe=metrics.observe_layer if metrics is not None else None)
-    grpc_options = channel_options(options.limits) + [("grpc.so_reuseport", 1 if options.reuse_port else 0)]
+    grpc_options = channel_options(options.limits) + [("grpc.so_reuseport", 1 if options.reuse_port else 0)] \
+        + connection_age_options(options)
     executor = futures.ThreadPoolExecutor(max_workers=options.max_workers, thread_name_prefix="gradserve")
     # RejectUndecodable goes last: authentication and metrics see a call before its bytes are judged.
     interceptors = [RequestObserver(metrics)] + ([TokenAuth(options.tokens)] if options.tokens else [])

@@ -52,6 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="BLAS threads per server process (0: the BLAS library's default); scale out with --workers")
     serve.add_argument("--graph-store", default=None, help="folder where named graphs persist")
     serve.add_argument("--grace", type=float, default=10.0, help="seconds in-flight calls get on SIGTERM")
+    serve.add_argument("--max-connection-age", type=float, default=0.0,
+                       help="seconds after which a client is asked to reconnect (its calls under way get --grace); "
+                            "round_robin clients then find replicas added since (0: never)")
     serve.add_argument("--workers", type=int, default=1,
                        help="server processes sharing --port (SO_REUSEPORT); more than 1 needs an explicit port")
     serve.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR (WARNING hides the "
@@ -198,6 +201,7 @@ def server_options_from_args(args):
         tls_cert=pem("--tls-cert", args.tls_cert), tls_key=pem("--tls-key", args.tls_key),
         tls_client_ca=pem("--tls-client-ca", args.tls_client_ca), tokens=read_tokens(args.token, args.token_file),
         metrics_port=args.metrics_port, metrics_host=args.metrics_host or args.host,
+        max_connection_age=args.max_connection_age or None, max_connection_age_grace=args.grace,
     )
 
 

@@ -7,6 +7,7 @@ import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+import grpc
 import numpy as np
 import pytest
 
@@ -72,3 +73,38 @@ def test_default_client_pins_one_replica_for_sessions(replicas, replicas_target)
             assert_apple(session.outputs, session.backward())
         served = {client.run(graph, APPLE_FEEDS).replica for _ in range(10)}
     assert len(served) == 1 and served <= {f"{socket.gethostname()}:{p.pid}" for p in replicas}
+
+
+def test_max_connection_age_makes_a_long_lived_client_reconnect_without_failing_a_call():
+    """With --max-connection-age the server asks each client to reconnect (GOAWAY) once its connection is that
+    old: the channel leaves READY and connects again (resolving its target again, which is how a round_robin
+    client finds replicas added since), and no call fails on the way."""
+    with ServeProcess("--max-connection-age", "0.5", "--grace", "5") as server:
+        channel = grpc.insecure_channel(server.target)
+        states: list[grpc.ChannelConnectivity] = []
+        channel.subscribe(states.append)
+        try:
+            with gs.Client(server.target, channel=channel, timeout=30) as client:
+                graph = apple_graph()
+                give_up = time.monotonic() + 20
+                while states.count(grpc.ChannelConnectivity.READY) < 3 and time.monotonic() < give_up:
+                    result = client.run(graph, APPLE_FEEDS)
+                    assert_apple(result.outputs, result.grads)
+                    time.sleep(0.05)
+        finally:
+            channel.unsubscribe(states.append)
+    assert states.count(grpc.ChannelConnectivity.READY) >= 3, states  # connected, then reconnected twice
+
+
+def test_connection_age_is_off_by_default():
+    """No --max-connection-age: the server sets none of gRPC's connection-age options (connections live on)."""
+    from gradserve.server.app import ServerOptions, connection_age_options
+    from gradserve.server.cli import build_parser, server_options_from_args
+
+    default = server_options_from_args(build_parser().parse_args(["serve"]))
+    assert default.max_connection_age is None and connection_age_options(default) == []
+    aged = server_options_from_args(build_parser().parse_args(["serve", "--max-connection-age", "300",
+                                                                "--grace", "20"]))
+    assert dict(connection_age_options(aged)) == {"grpc.max_connection_age_ms": 300_000,
+                                                  "grpc.max_connection_age_grace_ms": 20_000}
+    assert connection_age_options(ServerOptions()) == []
