@@ -44,12 +44,18 @@ def build_parser() -> argparse.ArgumentParser:
     def command(name: str, help: str) -> argparse.ArgumentParser:
         return commands.add_parser(name, help=help, description=help)
 
+    from gradserve.server.memory import AUTO, parse_max_memory
+
     serve = command("serve", "run the gRPC server")
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (0.0.0.0 for all)")
     serve.add_argument("--port", type=int, default=50051, help="port to bind (0 picks a free one)")
     serve.add_argument("--max-workers", type=int, default=16, help="threads serving calls")
     serve.add_argument("--blas-threads", type=int, default=1,
                        help="BLAS threads per server process (0: the BLAS library's default); scale out with --workers")
+    serve.add_argument("--max-memory", type=parse_max_memory, default=AUTO,
+                       help="memory cap per server process: bytes or a size (512M, 2G); a request that needs more "
+                            "fails with RESOURCE_EXHAUSTED instead of getting the server OOM-killed (0 or none: "
+                            "no cap; default auto: the container's memory limit, if it has one)")
     serve.add_argument("--graph-store", default=None, help="folder where named graphs persist")
     serve.add_argument("--grace", type=float, default=10.0, help="seconds in-flight calls get on SIGTERM")
     serve.add_argument("--max-connection-age", type=float, default=0.0,
@@ -216,9 +222,11 @@ def cmd_serve(args) -> int:
         return 2
     from gradserve.server.allocator import keep_freed_memory
     from gradserve.server.blas import limit_blas_threads
+    from gradserve.server.memory import apply_max_memory
 
     keep_freed_memory()  # this process serves tensors: reuse freed memory instead of faulting it in anew
     limit_blas_threads(args.blas_threads)
+    apply_max_memory(args.max_memory)  # before any fork: every worker inherits the cap
     if args.workers > 1:
         if args.port == 0:
             print("gradserve serve: --workers needs an explicit --port: with port 0 each worker would bind "

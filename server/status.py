@@ -34,6 +34,8 @@ _CODES: tuple[tuple[type[Exception], grpc.StatusCode], ...] = (
 
 def status_for(exc: Exception) -> status_pb2.Status:
     """The google.rpc.Status for an exception a request caused (INTERNAL for anything unexpected)."""
+    if isinstance(exc, MemoryError):  # outside a layer (reading or writing tensors): as the engine reports a layer's
+        exc = errors.LimitError("the call needs more memory than the server has" + (f": {exc}" if str(exc) else ""))
     code = next((c for cls, c in _CODES if isinstance(exc, cls)), grpc.StatusCode.INTERNAL)
     node = getattr(exc, "node", None)
     message = str(exc)

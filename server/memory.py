@@ -1,0 +1,122 @@
+"""A cap on the server process's memory: an allocation past it fails with MemoryError instead of the OOM killer."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import re
+import resource
+from pathlib import Path
+from typing import Literal, Union
+
+_LOGGER = logging.getLogger(__name__)
+
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+#: --max-memory's default: cap at the container's memory limit, if it has one.
+AUTO = "auto"
+#: What --max-memory parses to: bytes, None (no cap) or AUTO.
+MaxMemory = Union[int, None, Literal["auto"]]
+#: The smallest cap that leaves room for requests: the server's threads (a stack each), libraries and heap
+#: take about 300 MiB of RLIMIT_DATA with 16 calls in flight, though far less of it is resident. Below
+#: that even starting fails (a plugin's import, gRPC's threads), so smaller caps are refused.
+MIN_CAP = 512 << 20
+
+# cgroup v1 says "no limit" with a huge number (2**63 rounded down to a page); nothing real comes near 2**60.
+_UNLIMITED = 1 << 60
+_UNITS = {"": 1, "b": 1} | {letter + suffix: 1024 ** power
+                            for power, letter in enumerate("kmgt", start=1) for suffix in ("", "b", "i", "ib")}
+_SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*([a-z]*)")
+
+
+def container_memory_limit(root: str | os.PathLike = CGROUP_ROOT) -> int | None:
+    """The memory limit of this process's cgroup in bytes, or None when it has none.
+
+    cgroup v2's ``memory.max`` ("max": none), else cgroup v1's ``memory/memory.limit_in_bytes`` (none when it
+    is the "unlimited" huge value or more than the machine's RAM). Inside a container these files are the
+    container's own cgroup.
+    """
+    root = Path(root)
+    v2 = _read(root / "memory.max")
+    if v2 is not None:
+        return None if v2 == "max" else _bytes(v2)
+    v1 = _bytes(_read(root / "memory" / "memory.limit_in_bytes"))
+    if v1 is None or v1 >= _UNLIMITED or v1 >= os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"):
+        return None
+    return v1
+
+
+def cap_memory(max_bytes: int | None) -> int | None:
+    """Cap this process's data memory (RLIMIT_DATA) at ``max_bytes``; the cap set, None for no cap.
+
+    RLIMIT_DATA (enforced since Linux 4.7) counts private writable mappings, where malloc and numpy put
+    arrays, by their virtual size. Past it an allocation fails at once, so numpy raises MemoryError and the
+    request gets RESOURCE_EXHAUSTED; without it the kernel overcommits, the pages are touched, and the
+    OOM killer ends the whole server. The hard limit is never raised: a cap above it becomes the hard limit.
+    Child processes (--workers) inherit the cap, each process on its own.
+    """
+    if max_bytes is None:
+        return None
+    _, hard = resource.getrlimit(resource.RLIMIT_DATA)
+    if hard != resource.RLIM_INFINITY:
+        max_bytes = min(max_bytes, hard)
+    resource.setrlimit(resource.RLIMIT_DATA, (max_bytes, hard))
+    return max_bytes
+
+
+def apply_max_memory(setting: MaxMemory, root: str | os.PathLike = CGROUP_ROOT) -> int | None:
+    """Cap the process as --max-memory says (AUTO: the container's limit, if any); log the cap and its source."""
+    if setting == AUTO:
+        wanted = container_memory_limit(root)
+        source = "the container's memory limit" if wanted is not None else "no container memory limit"
+        if wanted is not None and wanted < MIN_CAP:
+            _LOGGER.warning("memory not capped: the container's memory limit of %s is below the %s the server "
+                            "needs for a cap to leave room for requests", format_size(wanted), format_size(MIN_CAP))
+            return None
+    else:
+        wanted, source = setting, "--max-memory"
+    cap = cap_memory(wanted)
+    if cap is None:
+        _LOGGER.info("memory not capped (%s)", source)
+    else:
+        lowered = " lowered to the hard RLIMIT_DATA" if cap != wanted else ""
+        _LOGGER.info("memory capped at %s (%s%s): larger allocations fail with RESOURCE_EXHAUSTED",
+                     format_size(cap), source, lowered)
+    return cap
+
+
+def parse_max_memory(text: str) -> MaxMemory:
+    """A --max-memory value: bytes or a size with K, M, G, T (powers of 1024: 512M, 2GiB, 1.5Gi), 0 or
+    "none" for no cap, or "auto"."""
+    text = text.strip().lower()
+    if text in (AUTO, "none"):
+        return AUTO if text == AUTO else None
+    match = _SIZE.fullmatch(text)
+    unit = _UNITS.get(match[2]) if match else None
+    if unit is None:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a size: give bytes or a size like 512M or 2GiB "
+                                         "(K, M, G, T are powers of 1024), 0 or none for no cap, or auto")
+    cap = int(float(match[1]) * unit) or None
+    if cap is not None and cap < MIN_CAP:
+        raise argparse.ArgumentTypeError(f"{format_size(cap)} leaves no room for requests: the server itself takes "
+                                         f"about 300 MiB of it; give at least {format_size(MIN_CAP)}, or 0 for no cap")
+    return cap
+
+
+def format_size(nbytes: int) -> str:
+    """``nbytes`` for a log line: 1.5 GiB, 512 MiB, 1000 B."""
+    for unit, scale in (("TiB", 1 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if nbytes >= scale:
+            return f"{nbytes / scale:.4g} {unit}"
+    return f"{nbytes} B"
+
+
+def _read(path: Path) -> str | None:
+    try:
+        return path.read_text().strip()
+    except OSError:  # no such cgroup version here, or not readable: no limit to follow
+        return None
+
+
+def _bytes(text: str | None) -> int | None:
+    return int(text) if text is not None and text.isdigit() else None
