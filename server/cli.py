@@ -173,13 +173,17 @@ def apply_env_defaults(parser: argparse.ArgumentParser, environ=os.environ) -> N
         long_flags = [o for o in action.option_strings if o.startswith("--")]
         if not long_flags or action.dest == "help":
             continue
-        value = environ.get(ENV_PREFIX + long_flags[0][2:].upper().replace("-", "_"))
+        name = ENV_PREFIX + long_flags[0][2:].upper().replace("-", "_")
+        value = environ.get(name)
         if value is None:
             continue
         if action.nargs == 0:  # store_true / store_false
             action.default = value.strip().lower() in ("1", "true", "yes", "on")
-        else:
+            continue
+        try:
             action.default = action.type(value) if action.type else value
+        except (ValueError, TypeError, argparse.ArgumentTypeError) as exc:  # exits 2, as a bad flag does
+            parser.error(f"{name}={value!r} is not a valid {long_flags[0]}: {exc}")
 
 
 def limits_from_args(args):

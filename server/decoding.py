@@ -19,11 +19,12 @@ _FACTORIES = {
 
 
 class _Undecodable:
-    """Stands in for a request whose bytes did not parse, carrying why."""
+    """Stands in for a request whose bytes did not parse, carrying why and the status to answer with."""
 
-    __slots__ = ("message",)
+    __slots__ = ("code", "message")
 
-    def __init__(self, message: str):
+    def __init__(self, message: str, code: grpc.StatusCode = grpc.StatusCode.INVALID_ARGUMENT):
+        self.code = code
         self.message = message
 
 
@@ -34,6 +35,9 @@ def _lenient(deserializer, method: str):
     def deserialize(data: bytes):
         try:
             return deserializer(data)
+        except MemoryError:  # valid or not, the request is more than this server can hold (see --max-memory)
+            return _Undecodable(f"reading the {what} needs more memory than the server has ({len(data)} bytes)",
+                                grpc.StatusCode.RESOURCE_EXHAUSTED)
         except Exception as exc:  # noqa: BLE001 - any parse failure is the caller's bytes, not our bug
             return _Undecodable(f"the request is not a valid {what} message ({type(exc).__name__}: {exc})")
 
@@ -41,7 +45,7 @@ def _lenient(deserializer, method: str):
 
 
 def _reject(context: grpc.ServicerContext, request: _Undecodable):
-    context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.message)
+    context.abort(request.code, request.message)
 
 
 def _checked_stream(requests, context):

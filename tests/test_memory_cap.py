@@ -184,3 +184,18 @@ def test_every_worker_is_capped():
         workers = server.children()
         assert len(workers) == 2
         assert [data_limit(pid)[0] for pid in workers] == [2 * GIB, 2 * GIB]
+
+
+def test_a_request_too_big_to_read_is_resource_exhausted_not_invalid():
+    """MemoryError while reading a request's bytes says RESOURCE_EXHAUSTED (the server's memory), not that the
+    bytes are no valid message; bytes that do not parse still get INVALID_ARGUMENT."""
+    from gradserve.proto import gradserve_pb2 as pb
+    from gradserve.server.decoding import _lenient
+
+    def out_of_memory(data: bytes):
+        raise MemoryError
+
+    refused = _lenient(out_of_memory, "/gradserve.v1.GradServe/Run")(b"\x00" * 10)
+    assert refused.code is grpc.StatusCode.RESOURCE_EXHAUSTED and "memory" in refused.message
+    garbage = _lenient(pb.RunRequest.FromString, "/gradserve.v1.GradServe/Run")(b"\x12\x09garbage")
+    assert garbage.code is grpc.StatusCode.INVALID_ARGUMENT and "gradserve.v1.RunRequest" in garbage.message
