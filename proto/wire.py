@@ -167,7 +167,8 @@ def _aligned_entry_head(start: int, parts: tuple[bytes, bytes, bytes], nbytes: i
     guess = short if short != 1 else short + ALIGN  # a pad field takes at least 2 bytes
     for pad_size in (guess, 0, *range(2, 2 * ALIGN + 2)):
         if misalignment(pad_size) == 0:
-            return _entry_head(parts, nbytes, _PAD_TAG + varint(pad_size - 2) + bytes(pad_size - 2) if pad_size else b"")
+            pad = _PAD_TAG + varint(pad_size - 2) + bytes(pad_size - 2) if pad_size else b""
+            return _entry_head(parts, nbytes, pad)
     return _entry_head(parts, nbytes)
 
 

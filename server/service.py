@@ -166,7 +166,8 @@ class Service:
         for path in sorted(self._store.glob("*.json")):
             try:
                 record = json.loads(path.read_text())
-                self.register(GraphSpec.from_canonical(record["graph"].encode()), record["name"], record["version"], persist=False)
+                self.register(GraphSpec.from_canonical(record["graph"].encode()), record["name"], record["version"],
+                              persist=False)
             except Exception as exc:  # one bad file must not keep the others from loading
                 _LOGGER.error("graph store: skipping %s: %s", path, exc)
 
