@@ -28,3 +28,12 @@ def test_bench_rejects_an_unknown_case():
                           text=True, timeout=60)
     assert done.returncode == 2
     assert "unknown case 'nope'" in done.stderr and "tiny" in done.stderr
+
+
+def test_per_call_breakdown_runs():
+    """`python -m bench.percall` measures a few calls and prints p50 and each process's CPU per call."""
+    done = subprocess.run([sys.executable, "-m", "bench.percall", "--calls", "20", "--rounds", "1"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "client CPU" in done.stdout and "server CPU" in done.stdout
+    assert [line.split()[0] for line in done.stdout.splitlines()[1:]] == ["Run", "echo", "Run"]
