@@ -55,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-memory", type=parse_max_memory, default=AUTO,
                        help="memory cap per server process: bytes or a size (512M, 2G); a request that needs more "
                             "fails with RESOURCE_EXHAUSTED instead of getting the server OOM-killed (0 or none: "
-                            "no cap; default auto: the container's memory limit, if it has one)")
+                            "no cap; default auto: the container's memory limit, if it has one, shared by --workers)")
     serve.add_argument("--graph-store", default=None, help="folder where named graphs persist")
     serve.add_argument("--grace", type=float, default=10.0, help="seconds in-flight calls get on SIGTERM")
     serve.add_argument("--max-connection-age", type=float, default=0.0,
@@ -230,7 +230,7 @@ def cmd_serve(args) -> int:
 
     keep_freed_memory()  # this process serves tensors: reuse freed memory instead of faulting it in anew
     limit_blas_threads(args.blas_threads)
-    apply_max_memory(args.max_memory)  # before any fork: every worker inherits the cap
+    apply_max_memory(args.max_memory, processes=args.workers)  # before any fork: every worker inherits the cap
     if args.workers > 1:
         if args.port == 0:
             print("gradserve serve: --workers needs an explicit --port: with port 0 each worker would bind "

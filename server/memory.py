@@ -64,14 +64,17 @@ def cap_memory(max_bytes: int | None) -> int | None:
     return max_bytes
 
 
-def apply_max_memory(setting: MaxMemory, root: str | os.PathLike = CGROUP_ROOT) -> int | None:
-    """Cap the process as --max-memory says (AUTO: the container's limit, if any); log the cap and its source."""
+def apply_max_memory(setting: MaxMemory, root: str | os.PathLike = CGROUP_ROOT, processes: int = 1) -> int | None:
+    """Cap the process as --max-memory says (AUTO: the container's limit, if any, shared by ``processes``
+    server processes: --workers); log the cap and its source."""
     if setting == AUTO:
-        wanted = container_memory_limit(root)
-        source = "the container's memory limit" if wanted is not None else "no container memory limit"
+        limit = container_memory_limit(root)
+        wanted = None if limit is None else limit // processes
+        source = "no container memory limit" if limit is None else "the container's memory limit" + (
+            f" over {processes} workers" if processes > 1 else "")
         if wanted is not None and wanted < MIN_CAP:
-            _LOGGER.warning("memory not capped: the container's memory limit of %s is below the %s the server "
-                            "needs for a cap to leave room for requests", format_size(wanted), format_size(MIN_CAP))
+            _LOGGER.warning("memory not capped: %s gives %s per process, below the %s the server needs for a cap "
+                            "to leave room for requests", source, format_size(wanted), format_size(MIN_CAP))
             return None
     else:
         wanted, source = setting, "--max-memory"

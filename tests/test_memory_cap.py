@@ -144,6 +144,21 @@ def test_auto_caps_at_the_container_limit(tmp_path, memory_max, expected):
     assert out.split() == [expected, expected if expected != "None" else "True"]
 
 
+def test_auto_shares_the_container_limit_among_workers(tmp_path):
+    """With --workers N, auto caps each process at the container's limit / N (and sets none below the minimum)."""
+    root = cgroup(tmp_path, {"memory.max": str(4 * GIB)})
+    out = in_child(f"""
+        from gradserve.server.memory import AUTO, apply_max_memory
+        print(apply_max_memory(AUTO, root={str(root)!r}, processes=4))
+    """)
+    assert out.split() == [str(GIB)]
+    out = in_child(f"""
+        from gradserve.server.memory import AUTO, apply_max_memory
+        print(apply_max_memory(AUTO, root={str(root)!r}, processes=16))
+    """)
+    assert out.split() == ["None"]
+
+
 @pytest.mark.parametrize("detail", ["", "Unable to allocate 4 GiB"])
 def test_memory_error_outside_a_layer_is_resource_exhausted(detail):
     """A MemoryError outside a layer (converting tensors) is RESOURCE_EXHAUSTED saying so, not INTERNAL."""
