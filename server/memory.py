@@ -29,21 +29,44 @@ _UNITS = {"": 1, "b": 1} | {letter + suffix: 1024 ** power
 _SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*([a-z]*)")
 
 
-def container_memory_limit(root: str | os.PathLike = CGROUP_ROOT) -> int | None:
+def container_memory_limit(root: str | os.PathLike = CGROUP_ROOT,
+                           own: str | os.PathLike = "/proc/self/cgroup") -> int | None:
     """The memory limit of this process's cgroup in bytes, or None when it has none.
 
     cgroup v2's ``memory.max`` ("max": none), else cgroup v1's ``memory/memory.limit_in_bytes`` (none when it
-    is the "unlimited" huge value or more than the machine's RAM). Inside a container these files are the
-    container's own cgroup.
+    is the "unlimited" huge value or more than the machine's RAM), in the process's own cgroup (``own``: the
+    /proc file that names it; "/" inside a container, a service's path under systemd) or any cgroup above it,
+    whichever is lowest: every one of them applies.
     """
     root = Path(root)
-    v2 = _read(root / "memory.max")
-    if v2 is not None:
-        return None if v2 == "max" else _bytes(v2)
-    v1 = _bytes(_read(root / "memory" / "memory.limit_in_bytes"))
-    if v1 is None or v1 >= _UNLIMITED or v1 >= os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"):
-        return None
-    return v1
+    v2_path, v1_path = _own_cgroups(own)
+    v2 = [_read(folder / "memory.max") for folder in _up_to(root, v2_path)]
+    if any(value is not None for value in v2):
+        limits = [_bytes(value) for value in v2 if value not in (None, "max")]
+        return min((limit for limit in limits if limit is not None), default=None)
+    memory = root / "memory"
+    v1 = [_bytes(_read(folder / "memory.limit_in_bytes")) for folder in _up_to(memory, v1_path)]
+    ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    return min((limit for limit in v1 if limit is not None and limit < min(_UNLIMITED, ram)), default=None)
+
+
+def _own_cgroups(own: str | os.PathLike) -> tuple[str, str]:
+    """This process's cgroup v2 path and its cgroup v1 memory path, from /proc/self/cgroup ("/" if unknown)."""
+    v2 = v1 = "/"
+    for line in (_read(Path(own)) or "").splitlines():
+        number, _, rest = line.partition(":")
+        controllers, _, path = rest.partition(":")
+        if number == "0" and not controllers:
+            v2 = path or "/"
+        elif "memory" in controllers.split(","):
+            v1 = path or "/"
+    return v2, v1
+
+
+def _up_to(root: Path, path: str) -> list[Path]:
+    """``root / path`` and every folder above it up to ``root`` itself."""
+    parts = [part for part in path.split("/") if part and part != ".."]
+    return [root.joinpath(*parts[:end]) for end in range(len(parts), -1, -1)]
 
 
 def cap_memory(max_bytes: int | None) -> int | None:

@@ -53,6 +53,22 @@ def test_cgroup_v2_limit_is_the_container_limit(tmp_path):
     assert container_memory_limit(cgroup(tmp_path, {"memory.max": "1073741824"})) == GIB
 
 
+def test_the_own_cgroup_and_those_above_it_count(tmp_path):
+    """Without a cgroup namespace (a systemd service, say) /proc/self/cgroup names the process's cgroup: its
+    limit counts, and so does every limit above it; the lowest wins."""
+    own = tmp_path / "proc-self-cgroup"
+    own.write_text("0::/system.slice/gradserve.service\n")
+    root = cgroup(tmp_path / "v2", {"system.slice/gradserve.service/memory.max": str(2 * GIB),
+                                    "system.slice/memory.max": str(GIB), "memory.max": "max"})
+    assert container_memory_limit(root, own) == GIB
+    (root / "system.slice" / "memory.max").write_text("max\n")
+    assert container_memory_limit(root, own) == 2 * GIB
+    own.write_text("12:cpu,cpuacct:/docker/abc\n11:memory:/docker/abc\n")
+    root = cgroup(tmp_path / "v1", {"memory/docker/abc/memory.limit_in_bytes": str(GIB),
+                                    "memory/memory.limit_in_bytes": str(2 ** 63 - 4096)})
+    assert container_memory_limit(root, own) == GIB
+
+
 def test_cgroup_v2_max_means_no_limit(tmp_path):
     """memory.max "max" means no limit, whatever a cgroup v1 file would say."""
     root = cgroup(tmp_path, {"memory.max": "max", "memory/memory.limit_in_bytes": "1073741824"})
