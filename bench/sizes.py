@@ -12,10 +12,10 @@ class Sizes:
     train_calls: int = 60
     batch: int = 100
     chain_nodes: int = 1000
-    chain_calls: int = 10
+    chain_calls: int = 25
     step_calls: int = 100  # in-process 784-50-10 steps per round
     large_mib: tuple[float, ...] = (4, 64)
-    large_calls: tuple[int, ...] = (10, 2)
+    large_calls: tuple[int, ...] = (20, 2)
     threads: int = 16
     throughput_seconds: float = 2.0
     throughput_rounds: int = 3
