@@ -11,7 +11,7 @@ import numpy as np
 ATTR_TYPES = ("int", "float", "bool", "str", "ints", "floats")
 REQUIRED: Any = type("Required", (), {"__repr__": lambda self: "REQUIRED"})()
 _RESERVED = frozenset({"name", "inputs", "outputs", "attributes", "differentiable", "doc",
-                       "training", "seed", "rng", "forward", "backward"})
+                       "training", "seed", "rng", "needs_input_grad", "forward", "backward"})
 
 
 class SchemaError(ValueError):
@@ -87,6 +87,11 @@ class Layer:
     ``self.training`` says whether the request is a training pass, and
     ``self.rng`` is a numpy Generator seeded from the request's seed and the
     node's position, for layers such as Dropout.
+
+    ``self.needs_input_grad`` is None when every differentiable input's
+    gradient will be used, else a tuple of one bool per input: backward may
+    skip computing a gradient marked False and return None in its place (as
+    Affine skips ``dx`` when x is a batch of data, not a parameter).
     """
 
     name: ClassVar[str]
@@ -97,6 +102,7 @@ class Layer:
 
     training: bool = False
     seed: Any = None
+    needs_input_grad: tuple[bool, ...] | None = None
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)

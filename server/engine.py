@@ -75,14 +75,18 @@ class Pass:
         """``backward`` under the caller's numpy error state."""
         plan, values = self.plan, self.values
         wrt_slots = self._wrt_slots(wrt)
-        steps = plan.all_backward_steps if len(wrt_slots) == len(plan.differentiable_slots) else \
-            plan.backward_steps(frozenset(wrt_slots.values()))
+        if value_grads is not None:  # tracing: every gradient, also of inputs no wrt input depends on
+            steps = plan.backward_steps(frozenset(wrt_slots.values()), every_gradient=True)
+        elif len(wrt_slots) == len(plan.differentiable_slots):
+            steps = plan.all_backward_steps
+        else:
+            steps = plan.backward_steps(frozenset(wrt_slots.values()))
         grads: list = [None] * plan.n_slots
         for name, slot in self._seeds(output_grads).items():
             _accumulate(grads, slot, self._seed_array(name, slot, output_grads))
         layers, observe = self.layers, self.observe
         # numpy's error state is set by the caller (backward, or run), once per call.
-        for index, step, out_slot, grad_slots, arity in steps:
+        for index, step, out_slot, grad_slots, arity, needs in steps:
             if out_slot is not None:  # one output (most layers): call backward(dout) without packing a tuple
                 dout = grads[out_slot]
                 if dout is None:
@@ -95,6 +99,8 @@ class Pass:
             if should_stop is not None:
                 should_stop()
             layer = layers[index]
+            if needs is not None:
+                layer.needs_input_grad = needs
             try:
                 if observe is not None:
                     results = _timed(observe, step, "backward", layer.backward, douts or (dout,))

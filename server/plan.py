@@ -81,10 +81,10 @@ def _instantiator(cls: type[Layer], attrs: dict) -> Callable[[], Layer]:
     return new
 
 
-#: (index, step, new, gather, out_slot) and (index, step, out_slot, grad_slots, arity): what the engine's
-#: forward and backward loops read of each step.
+#: (index, step, new, gather, out_slot) and (index, step, out_slot, grad_slots, arity, needs_input_grad): what
+#: the engine's forward and backward loops read of each step.
 ForwardStep = tuple[int, Step, Callable[[], Layer], Callable[[list], tuple], "int | None"]
-BackwardStep = tuple[int, Step, "int | None", tuple[tuple[int, int], ...], int]
+BackwardStep = tuple[int, Step, "int | None", tuple[tuple[int, int], ...], int, "tuple[bool, ...] | None"]
 
 
 @dataclass
@@ -120,18 +120,26 @@ class Plan:
         self.forward_program = tuple((index, step, step.new, step.gather, step.out_slot)
                                      for index, step in enumerate(self.steps))
 
-    def backward_steps(self, wrt_slots: frozenset[int]) -> tuple[BackwardStep, ...]:
-        """The steps that lie on a path from a wrt input, in reverse order (cached per wrt set), each with the
-        parts backward reads."""
-        cached = self._backward_cache.get(wrt_slots)
+    def backward_steps(self, wrt_slots: frozenset[int], every_gradient: bool = False) -> tuple[BackwardStep, ...]:
+        """The steps that lie on a path from a wrt input, in reverse order (cached), each with the parts
+        backward reads: the gradient slots that lead to a wrt input, and the layer's ``needs_input_grad``
+        (None when it needs them all). ``every_gradient``: every differentiable input's (for tracing)."""
+        key = (wrt_slots, every_gradient)
+        cached = self._backward_cache.get(key)
         if cached is None:
-            live = set(wrt_slots)
+            live = set(wrt_slots)  # the values whose gradient leads to a wrt input
             needed = []
             for index, step in enumerate(self.steps):
-                if any(s in live and m for s, m in zip(step.in_slots, step.grad_mask)):
-                    live.update(step.out_slots)
-                    needed.append((index, step, step.out_slot, step.grad_slots, step.arity))
-            cached = self._backward_cache[wrt_slots] = tuple(reversed(needed))
+                uses = tuple(m and s in live for s, m in zip(step.in_slots, step.grad_mask))
+                if not any(uses):
+                    continue
+                live.update(step.out_slots)
+                if every_gradient or uses == step.grad_mask:
+                    needed.append((index, step, step.out_slot, step.grad_slots, step.arity, None))
+                else:  # an input that is data, not a parameter (Affine's x): its layer may skip that gradient
+                    grad_slots = tuple((position, slot) for position, slot in step.grad_slots if uses[position])
+                    needed.append((index, step, step.out_slot, grad_slots, step.arity, uses))
+            cached = self._backward_cache[key] = tuple(reversed(needed))
         return cached
 
 

@@ -25,6 +25,7 @@ CHECKS = (
     "gradient shape",       # each gradient has its input's shape
     "gradient dtype",       # gradients are floating point
     "determinism",          # the same inputs, attributes and seed give the same numbers
+    "needed gradients",     # asked (needs_input_grad) for one input's gradient, backward gives that one
     "numerical gradient",   # backprop matches float64 central differences
 )
 
@@ -107,6 +108,8 @@ class _Checker:
         if grads is not None:
             self.check_same(grads, again_grads, self.cls.inputs, "gradient for input")
         self.passed.append("determinism")
+        if grads is not None:
+            self.check_needed(arrays, grads)
         if any(a.dtype.kind == "f" and a.dtype != np.float32 for a in arrays):
             self.one_pass([a.astype(np.float32) if a.dtype.kind == "f" else a for a in arrays])
         self.check_numerical([a.astype(np.float64) if a.dtype.kind == "f" else a for a in arrays])
@@ -268,6 +271,30 @@ class _Checker:
                           name)
         self.passed += ["dout mutation", "output mutation", "backward", "missing gradient",
                         "unexpected gradient", "gradient shape", "gradient dtype"]
+
+    def check_needed(self, arrays: list[np.ndarray], grads) -> None:
+        """With ``needs_input_grad`` naming one differentiable input, backward gives that input's gradient (the
+        others may be None): the engine asks so when the other inputs are data rather than parameters."""
+        __tracebackhide__ = True
+        names = self.cls.inputs
+        differentiable = set(self.cls.differentiable_inputs())
+        wanted = [k for k, (name, a) in enumerate(zip(names, arrays)) if name in differentiable and a.dtype.kind == "f"]
+        for k in wanted if len(wanted) > 1 else ():
+            work = [a.copy() for a in arrays]
+            layer = self.new_layer()
+            outs = self.forward(layer, work)
+            layer.needs_input_grad = tuple(j == k for j in range(len(names)))
+            partial = self.backward(layer, self.douts(outs))
+            if not isinstance(partial, tuple) or len(partial) != len(names):
+                self.fail("backward", f"backward must return a tuple with one gradient per input {names} "
+                                      f"(None where none), got {_describe(partial)}")
+            got = partial[k]
+            if got is None or np.shape(got) != np.shape(grads[k]) or not np.allclose(
+                    got, grads[k], rtol=self.rtol, atol=self.atol):
+                self.fail("needed gradients", f"with needs_input_grad {layer.needs_input_grad} backward gave "
+                                              f"{_describe(got)}, not the gradient it gives when every one is "
+                                              f"needed", names[k])
+        self.passed.append("needed gradients")
 
     # -- comparisons --
 

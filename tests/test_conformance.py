@@ -76,7 +76,7 @@ def test_plugin_cases_cover_the_builtin_module():
     assert {"Mul-scalar", "Dropout[ratio=0.3,training]"} <= {str(item) for item in items}
 
 
-# -- five broken layers, each with the one mistake the kit must catch --
+# -- broken layers, each with the one mistake the kit must catch --
 
 
 class WrongGradientMul(Layer):
@@ -147,6 +147,22 @@ class HalfMul(Layer):
         return dout * self.y, None
 
 
+class MisreadNeedsMatMul(Layer):
+    """MatMul that reads needs_input_grad backwards: it skips the gradient it is asked for."""
+
+    inputs = ("x", "y")
+
+    def forward(self, x, y):
+        self.x, self.y = x, y
+        return x @ y
+
+    def backward(self, dout):
+        needs = self.needs_input_grad or (True, True)
+        dx = dout @ self.y.T if needs[1] else None
+        dy = self.x.T @ dout if needs[0] else None
+        return dx, dy
+
+
 def caught(layer_cls, inputs) -> ConformanceError:
     with pytest.raises(ConformanceError) as info:
         check_layer(layer_cls, inputs)
@@ -187,6 +203,13 @@ def test_kit_catches_a_missing_gradient():
     """None for a differentiable input fails the missing gradient check."""
     error = caught(HalfMul, {"x": normal(2, 3), "y": normal(2, 3)})
     assert (error.check, error.input) == ("missing gradient", "y")
+
+
+def test_kit_catches_a_layer_that_skips_the_gradient_it_is_asked_for():
+    """needs_input_grad marking one input: a layer that then returns None for that input fails the check."""
+    error = caught(MisreadNeedsMatMul, {"x": normal(2, 3), "y": normal(3, 4)})
+    assert (error.check, error.input) == ("needed gradients", "x")
+    assert "needs_input_grad (True, False)" in str(error)
 
 
 def test_kit_leaves_the_callers_arrays_alone():

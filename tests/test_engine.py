@@ -178,3 +178,24 @@ def _dropout_check(plan, feeds, seed):
     grads = state.backward(seed)
     mask = state.outputs()["out"] != 0
     return [gradcheck.InputCheck("x", seed["out"] * mask, grads["x"])]
+
+
+def test_engine_asks_affine_for_no_gradient_of_its_data_input(registry):
+    """With wrt the parameters only, the engine marks Affine's x as not needed (the layer skips that GEMM) and the
+    parameters' gradients are the ones a full backward gives; a trace still gets every gradient."""
+    spec = graph(["x", "W", "b", "t"], [("fc", "Affine", ["x", "W", "b"]), ("act", "Relu", ["fc"]),
+                                        ("loss", "SoftmaxWithLoss", ["act", "t"])], ["loss"])
+    plan = compile_graph(spec, registry)
+    rng = np.random.default_rng(0)
+    feeds = {"x": rng.standard_normal((4, 5)), "W": rng.standard_normal((5, 3)), "b": rng.standard_normal(3),
+             "t": np.array([0, 2, 1, 0])}
+    every = engine.forward(plan, feeds).backward()
+    state = engine.forward(plan, feeds)
+    params = state.backward(wrt=["W", "b"])
+    fc = state.layers[[step.node for step in plan.steps].index("fc")]
+    assert fc.needs_input_grad == (False, True, True)
+    assert set(params) == {"W", "b"} and all(np.array_equal(params[k], every[k]) for k in params)
+    traced: dict = {}
+    engine.forward(plan, feeds).backward(wrt=["W", "b"], value_grads=traced)
+    assert np.array_equal(traced["x"], every["x"])
+    assert engine.forward(plan, feeds).layers[0].needs_input_grad is None  # nothing asked before backward

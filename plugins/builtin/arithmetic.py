@@ -105,6 +105,7 @@ class MatMul(Layer):
         y2 = y[:, np.newaxis] if y.ndim == 1 else y
         # dout without the promoted axes (1-D @ 1-D gives a scalar): restore them by reshaping.
         d = dout.reshape(np.broadcast_shapes(x2.shape[:-2], y2.shape[:-2]) + (x2.shape[-2], y2.shape[-1]))
-        dx = np.matmul(d, np.swapaxes(y2, -1, -2))
-        dy = np.matmul(np.swapaxes(x2, -1, -2), d)
-        return reduce_to_shape(dx, x2.shape).reshape(x.shape), reduce_to_shape(dy, y2.shape).reshape(y.shape)
+        needs = self.needs_input_grad or (True, True)
+        dx = reduce_to_shape(np.matmul(d, np.swapaxes(y2, -1, -2)), x2.shape).reshape(x.shape) if needs[0] else None
+        dy = reduce_to_shape(np.matmul(np.swapaxes(x2, -1, -2), d), y2.shape).reshape(y.shape) if needs[1] else None
+        return dx, dy

@@ -21,7 +21,9 @@ class Affine(Layer):
         return self.x @ W + b
 
     def backward(self, dout):
-        dx = (dout @ self.W.T).reshape(self.original_x_shape)
+        needs = self.needs_input_grad
+        # x is usually a batch of data, not a parameter: then its gradient, a GEMM as big as dW's, is skipped.
+        dx = (dout @ self.W.T).reshape(self.original_x_shape) if needs is None or needs[0] else None
         dW = self.x.T @ dout
         db = reduce_to_shape(dout, self.b_shape)
         return dx, dW, db

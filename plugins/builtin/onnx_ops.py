@@ -29,10 +29,11 @@ class Gemm(Layer):
         return self.alpha * (self.a @ self.b) + self.beta * C
 
     def backward(self, dout):
-        da = self.alpha * (dout @ self.b.T)
-        db = self.alpha * (self.a.T @ dout)
-        dc = reduce_to_shape(self.beta * dout, self.c_shape)
-        return (da.T if self.transA else da), (db.T if self.transB else db), dc
+        needs = self.needs_input_grad or (True, True, True)
+        da = self.alpha * (dout @ self.b.T) if needs[0] else None
+        db = self.alpha * (self.a.T @ dout) if needs[1] else None
+        dc = reduce_to_shape(self.beta * dout, self.c_shape) if needs[2] else None
+        return (da.T if self.transA and da is not None else da), (db.T if self.transB and db is not None else db), dc
 
 
 class Transpose(Layer):
