@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 
@@ -99,7 +100,11 @@ def _log(level: int, method: str, request, response, code: str, seconds: float,
     if session_id:
         fields["session_id"] = session_id
         text += f" session={session_id}"
-    REQUEST_LOGGER.log(level, text, extra=fields)
+    # Written once the answer is on its way (gRPC calls back when the call ends), not before it: formatting
+    # and writing the line took 60 to 120 µs of a tiny Run's p50. A call already over logs at once.
+    write = functools.partial(REQUEST_LOGGER.log, level, text, extra=fields)
+    if not context.add_callback(write):
+        write()
 
 
 def _graph_id(request, response) -> str:
