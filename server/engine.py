@@ -25,13 +25,14 @@ class LayerContractError(EngineError):
 class Pass:
     """One forward pass: every value and the layer instances that backward needs."""
 
-    __slots__ = ("plan", "values", "layers", "observe")
+    __slots__ = ("plan", "values", "layers", "observe", "asked")
 
     def __init__(self, plan: Plan, values: list, layers: list, observe: Observer | None = None):
         self.plan = plan
         self.values = values
         self.layers = layers
         self.observe = observe  # forward's observer times backward too, even in a later Backward call
+        self.asked = False  # a backward set some layer's needs_input_grad (a retained session's next one resets)
 
     def outputs(self) -> dict[str, np.ndarray]:
         return {name: self.values[slot] for name, slot in self.plan.output_slots.items()}
@@ -84,7 +85,7 @@ class Pass:
         grads: list = [None] * plan.n_slots
         for name, slot in self._seeds(output_grads).items():
             _accumulate(grads, slot, self._seed_array(name, slot, output_grads))
-        layers, observe = self.layers, self.observe
+        layers, observe, asked = self.layers, self.observe, self.asked
         # numpy's error state is set by the caller (backward, or run), once per call.
         for index, step, out_slot, grad_slots, arity, needs in steps:
             if out_slot is not None:  # one output (most layers): call backward(dout) without packing a tuple
@@ -101,6 +102,9 @@ class Pass:
             layer = layers[index]
             if needs is not None:
                 layer.needs_input_grad = needs
+                self.asked = True
+            elif asked:  # an earlier backward of this retained pass asked for less
+                layer.needs_input_grad = None
             try:
                 if observe is not None:
                     results = _timed(observe, step, "backward", layer.backward, douts or (dout,))

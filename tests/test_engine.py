@@ -199,3 +199,7 @@ def test_engine_asks_affine_for_no_gradient_of_its_data_input(registry):
     engine.forward(plan, feeds).backward(wrt=["W", "b"], value_grads=traced)
     assert np.array_equal(traced["x"], every["x"])
     assert engine.forward(plan, feeds).layers[0].needs_input_grad is None  # nothing asked before backward
+    retained = engine.forward(plan, feeds)  # a session: Backward for the parameters, then for everything
+    retained.backward(wrt=["W", "b"])
+    again = retained.backward()
+    assert set(again) == set(every) and all(np.array_equal(again[k], every[k]) for k in every)
