@@ -205,10 +205,10 @@ def forward(
 def _forward(plan: Plan, feeds, training, seed, should_stop, observe) -> Pass:
     """``forward`` under the caller's numpy error state."""
     values: list = [None] * plan.n_slots
-    if feeds.keys() != plan.input_names:
+    if feeds.keys() != plan.input_slots.keys():
         _check_feed_names(plan, feeds)
-    for name, slot, inp, dtype in plan.feed_checks:
-        value = feeds[name]
+    for inp, slot, dtype in plan.feed_checks:
+        value = feeds[inp.name]
         if type(value) is not np.ndarray:
             value = np.asarray(value)
         if (dtype is not None and value.dtype != dtype) or inp.shape is not None:
@@ -220,14 +220,14 @@ def _forward(plan: Plan, feeds, training, seed, should_stop, observe) -> Pass:
     stateful = training or seed is not None
     # This loop is the engine's per-node cost (a 1000-node graph of tiny arrays is all overhead):
     # keep it to the layer calls and list indexing, with numpy's error state set once per call by the caller.
-    for index, step, new, gather, out_slot in plan.forward_program:
+    for index, step in enumerate(plan.steps):
         if should_stop is not None:
             should_stop()
-        layer = new()
+        layer = step.new()
         if stateful:
             layer.training = training
             layer.seed = None if seed is None else (seed, index)
-        args = gather(values)
+        args = step.gather(values)
         try:
             if observe is None:
                 result = layer.forward(*args)
@@ -236,8 +236,8 @@ def _forward(plan: Plan, feeds, training, seed, should_stop, observe) -> Pass:
         except _CALL_ERRORS as exc:
             raise _call_error(step, "forward", args, exc) from None
         layers[index] = layer
-        if out_slot is not None:
-            values[out_slot] = result if type(result) is np.ndarray else _as_array(step, result)
+        if step.out_slot is not None:
+            values[step.out_slot] = result if type(result) is np.ndarray else _as_array(step, result)
             continue
         if not isinstance(result, tuple) or len(result) != len(step.out_slots):
             raise LayerContractError(

@@ -81,9 +81,8 @@ def _instantiator(cls: type[Layer], attrs: dict) -> Callable[[], Layer]:
     return new
 
 
-#: (index, step, new, gather, out_slot) and (index, step, out_slot, grad_slots, arity, needs_input_grad): what
-#: the engine's forward and backward loops read of each step.
-ForwardStep = tuple[int, Step, Callable[[], Layer], Callable[[list], tuple], "int | None"]
+#: (index, step, out_slot, grad_slots, arity, needs_input_grad): what the engine's backward loop reads of a step,
+#: for one set of wrt inputs.
 BackwardStep = tuple[int, Step, "int | None", tuple[tuple[int, int], ...], int, "tuple[bool, ...] | None"]
 
 
@@ -101,24 +100,18 @@ class Plan:
     slot_names: tuple[str, ...]
     differentiable_inputs: frozenset[str] = frozenset()  # inputs some node reads in a differentiable position
     _backward_cache: dict = field(default_factory=dict, repr=False)
-    # Worked out once here so that a Run does not: the feed names, each input's (name, slot, spec, numpy dtype),
-    # the differentiable inputs' slots by name, and the backward steps when every one of them is differentiated.
-    input_names: frozenset[str] = field(init=False, repr=False)
-    feed_checks: tuple[tuple[str, int, InputSpec, np.dtype | None], ...] = field(init=False, repr=False)
+    # Worked out once here so that a Run does not: each input's (spec, slot, numpy dtype), the differentiable
+    # inputs' slots by name, and the backward steps when every one of them is differentiated.
+    feed_checks: tuple[tuple[InputSpec, int, np.dtype | None], ...] = field(init=False, repr=False)
     differentiable_slots: dict[str, int] = field(init=False, repr=False)
     all_backward_steps: tuple[BackwardStep, ...] = field(init=False, repr=False)
-    #: Each step with the parts forward reads, unpacked once here rather than looked up per node per Run.
-    forward_program: tuple[ForwardStep, ...] = field(init=False, repr=False)
 
     def __post_init__(self):
-        self.input_names = frozenset(self.input_slots)
-        self.feed_checks = tuple((inp.name, self.input_slots[inp.name], inp,
-                                  None if inp.dtype is None else np.dtype(inp.dtype)) for inp in self.inputs)
+        self.feed_checks = tuple((inp, self.input_slots[inp.name], None if inp.dtype is None else np.dtype(inp.dtype))
+                                 for inp in self.inputs)
         self.differentiable_slots = {name: slot for name, slot in self.input_slots.items()
                                      if name in self.differentiable_inputs}
         self.all_backward_steps = self.backward_steps(frozenset(self.differentiable_slots.values()))
-        self.forward_program = tuple((index, step, step.new, step.gather, step.out_slot)
-                                     for index, step in enumerate(self.steps))
 
     def backward_steps(self, wrt_slots: frozenset[int], every_gradient: bool = False) -> tuple[BackwardStep, ...]:
         """The steps that lie on a path from a wrt input, in reverse order (cached), each with the parts
