@@ -6,7 +6,7 @@ import time
 
 import numpy as np
 
-from gradserve.server import engine
+from gradserve.server.engine import execute as engine
 
 from bench import book, timing, workloads
 from bench.report import Row, Skipped

@@ -11,7 +11,7 @@ import os
 import subprocess
 import sys
 
-from gradserve.server import allocator
+from gradserve.server.runtime import malloc as allocator
 
 #: What `gradserve serve` sets with mallopt, as environment variables for processes that do not.
 TUNED = {"MALLOC_MMAP_THRESHOLD_": str(allocator.MMAP_THRESHOLD), "MALLOC_TRIM_THRESHOLD_": str(allocator.TRIM_THRESHOLD)}
@@ -23,7 +23,7 @@ def environment(tuned: bool) -> dict[str, str]:
 
 
 def probe(batch: int, rounds: int, calls: int) -> dict[str, float]:
-    from gradserve.server import engine
+    from gradserve.server.engine import execute as engine
 
     from bench import book, timing, workloads
 
@@ -71,7 +71,7 @@ def all_cases(sizes) -> list:
             t = timing.medians({name: (lambda c=c, name=name: c.run(ids[name], feeds, grad=grad))
                                 for name, c in clients.items()}, sizes.rounds, calls)
             rows.append(Row(f"malloc: {what}, server as shipped / glibc defaults", "µs", t["tuned"] * 1e6,
-                            t["plain"] * 1e6, "", "gradserve serve keeps freed memory (server/allocator.py)"
+                            t["plain"] * 1e6, "", "gradserve serve keeps freed memory (server/runtime/malloc.py)"
                             if grad is not False else ""))
             if grad is not False:
                 rows.append(Row(f"blas: {what}, server as shipped / BLAS's own thread count", "µs", t["tuned"] * 1e6,

@@ -9,10 +9,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from gradserve.server.allocator import keep_freed_memory
-from gradserve.server.app import ServerOptions, channel_options, start_server
-from gradserve.server.blas import limit_blas_threads
-from gradserve.server.limits import Limits
+from gradserve.server.runtime.malloc import keep_freed_memory
+from gradserve.server.rpc.server import ServerOptions, channel_options, start_server
+from gradserve.server.runtime.blas import limit_blas_threads
+from gradserve.server.service.limits import Limits
 
 from bench.echo import start_echo_server
 

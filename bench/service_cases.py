@@ -6,7 +6,7 @@ import numpy as np
 
 from gradserve.proto import gradserve_pb2 as pb
 from gradserve.proto.tensors import to_tensor_map
-from gradserve.server import engine
+from gradserve.server.engine import execute as engine
 
 from bench import book, timing, workloads
 from bench.report import Row

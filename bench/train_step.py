@@ -49,7 +49,7 @@ CHANNEL_OPTIONS = message_size_options(DEFAULT_MESSAGE_BYTES)
 
 def start_echo_server(response: bytes) -> tuple[grpc.Server, int]:
     """A server built as gradserve's (16 worker threads, the same options) answering every call with ``response``."""
-    from gradserve.server.app import ServerOptions, channel_options
+    from gradserve.server.rpc.server import ServerOptions, channel_options
 
     options = ServerOptions()
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=options.max_workers),
@@ -66,7 +66,7 @@ def start_echo_server(response: bytes) -> tuple[grpc.Server, int]:
 def _serve_in_child(kind: str, conn, response: bytes = b"") -> None:
     """Child process: start a gradserve or an echo server, send its port, stop when told."""
     if kind == "gradserve":
-        from gradserve.server.app import start_server
+        from gradserve.server.rpc.server import start_server
 
         running = start_server("127.0.0.1:0")
         port, stop = running.port, lambda: running.stop(None)

@@ -55,8 +55,8 @@ def relu(n_bytes: int) -> tuple[gs.Graph, dict[str, np.ndarray]]:
 
 def plan_of(graph: gs.Graph):
     """The server's execution plan for ``graph``, compiled in this process."""
-    from gradserve.server.convert import graph_from_proto
-    from gradserve.server.plan import compile_graph
-    from gradserve.server.registry import load_registry
+    from gradserve.server.rpc.convert import graph_from_proto
+    from gradserve.server.engine.plan import compile_graph
+    from gradserve.server.service.registry import load_registry
 
     return compile_graph(graph_from_proto(graph.to_proto()), load_registry())

@@ -22,10 +22,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     apply_env_defaults(parser)
     args = parser.parse_args(argv)
-    from gradserve.server.logs import configure_logging
+    from gradserve.server.runtime.logs import configure_logging
 
     configure_logging(getattr(args, "log_level", "INFO"), getattr(args, "log_json", False))
-    from gradserve.server.registry import PluginConflictError
+    from gradserve.server.service.registry import PluginConflictError
 
     try:
         return args.func(args) or 0
@@ -44,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     def command(name: str, help: str) -> argparse.ArgumentParser:
         return commands.add_parser(name, help=help, description=help)
 
-    from gradserve.server.memory import AUTO, parse_max_memory
+    from gradserve.server.runtime.memory_cap import AUTO, parse_max_memory
 
     serve = command("serve", "run the gRPC server")
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (0.0.0.0 for all)")
@@ -130,7 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _add_limit_flags(parser: argparse.ArgumentParser) -> None:
     from dataclasses import fields
 
-    from gradserve.server.limits import Limits
+    from gradserve.server.service.limits import Limits
 
     group = parser.add_argument_group("limits")
     for limit in fields(Limits):
@@ -156,7 +156,7 @@ def client_kwargs(args) -> dict:
     kwargs = {"root_certificates": args.tls_ca, "certificate_chain": args.tls_client_cert,
               "private_key": args.tls_client_key, "server_name": args.tls_server_name}
     if hasattr(args, "token"):
-        from gradserve.server.security import read_tokens
+        from gradserve.server.rpc.auth import read_tokens
 
         tokens = read_tokens(args.token, args.token_file)
         kwargs["token"] = tokens[0] if tokens else None
@@ -187,15 +187,15 @@ def apply_env_defaults(parser: argparse.ArgumentParser, environ=os.environ) -> N
 
 
 def limits_from_args(args):
-    from gradserve.server.limits import Limits
+    from gradserve.server.service.limits import Limits
 
     return Limits(**{name: getattr(args, name) for name in vars(Limits())})
 
 
 def server_options_from_args(args):
     """ServerOptions from the serve flags, reading the TLS and token files (no gRPC object is made here)."""
-    from gradserve.server.app import ServerOptions
-    from gradserve.server.security import SecurityConfigError, read_tokens
+    from gradserve.server.rpc.server import ServerOptions
+    from gradserve.server.rpc.auth import SecurityConfigError, read_tokens
 
     def pem(flag: str, path: str | None) -> bytes | None:
         if path is None:
@@ -216,7 +216,7 @@ def server_options_from_args(args):
 
 
 def cmd_serve(args) -> int:
-    from gradserve.server.security import SecurityConfigError, check_tls
+    from gradserve.server.rpc.auth import SecurityConfigError, check_tls
 
     try:
         options = server_options_from_args(args)
@@ -224,9 +224,9 @@ def cmd_serve(args) -> int:
     except SecurityConfigError as exc:
         print(f"gradserve serve: {exc}", file=sys.stderr)
         return 2
-    from gradserve.server.allocator import keep_freed_memory
-    from gradserve.server.blas import limit_blas_threads
-    from gradserve.server.memory import apply_max_memory
+    from gradserve.server.runtime.malloc import keep_freed_memory
+    from gradserve.server.runtime.blas import limit_blas_threads
+    from gradserve.server.runtime.memory_cap import apply_max_memory
 
     keep_freed_memory()  # this process serves tensors: reuse freed memory instead of faulting it in anew
     limit_blas_threads(args.blas_threads)
@@ -236,7 +236,7 @@ def cmd_serve(args) -> int:
             print("gradserve serve: --workers needs an explicit --port: with port 0 each worker would bind "
                   "a different free port", file=sys.stderr)
             return 2
-        from gradserve.server.workers import supervise
+        from gradserve.server.runtime.workers import supervise
 
         return supervise(args.workers, lambda index, ready: serve_until_signal(args, options, index, ready))
     return serve_until_signal(args, options)
@@ -246,7 +246,7 @@ def serve_until_signal(args, options, worker: int | None = None, ready=None) -> 
     """Serve until SIGTERM or SIGINT, then drain: health NOT_SERVING, new calls refused, --grace for the rest."""
     from dataclasses import replace
 
-    from gradserve.server.app import start_server
+    from gradserve.server.rpc.server import start_server
 
     stopping = threading.Event()
 
@@ -301,7 +301,7 @@ def cmd_layers(args) -> int:
 
 
 def cmd_plugins(args) -> int:
-    from gradserve.server.registry import load_registry
+    from gradserve.server.service.registry import load_registry
 
     registry = load_registry()
     print(json.dumps([p.as_dict() for p in registry.plugins], indent=2))

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 import gradserve.client as gs
-from gradserve.server.app import start_server
-from gradserve.server.registry import load_registry
+from gradserve.server.rpc.server import start_server
+from gradserve.server.service.registry import load_registry
 
 
 @pytest.fixture(scope="session")

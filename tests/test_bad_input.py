@@ -25,8 +25,8 @@ from hypothesis import strategies as st
 
 from gradserve.proto import gradserve_pb2 as pb
 from gradserve.proto.tensors import dtype_name, from_tensor, to_tensor
-from gradserve.server.limits import Limits
-from gradserve.server.registry import load_registry
+from gradserve.server.service.limits import Limits
+from gradserve.server.service.registry import load_registry
 from serve_process import ServeProcess
 
 FUZZ = settings(max_examples=int(os.environ.get("GRADSERVE_FUZZ_EXAMPLES", "40")), deadline=None,

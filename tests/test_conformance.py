@@ -13,7 +13,7 @@ import pytest
 
 import gradserve.plugins.builtin as builtin
 from gradserve.plugins import Attr, Layer, hookimpl, reduce_to_shape
-from gradserve.server.registry import load_registry
+from gradserve.server.service.registry import load_registry
 from gradserve.testing import Case, ConformanceError, check_layer, plugin_cases, plugin_layers
 from layer_inputs import layer_cases
 

@@ -10,7 +10,7 @@ import sys
 import tomllib
 from pathlib import Path
 
-from gradserve.server.app import start_server
+from gradserve.server.rpc.server import start_server
 from gradserve.server.cli import main
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -9,7 +9,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from gradserve.server.app import SERVICE_NAME
+from gradserve.server.rpc.server import SERVICE_NAME
 from gradserve.server.cli import apply_env_defaults, build_parser
 
 ROOT = Path(__file__).resolve().parent.parent

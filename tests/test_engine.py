@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from gradserve.server import engine, gradcheck
-from gradserve.server.graph import GraphSpec, InputSpec, NodeSpec, OutputSpec
-from gradserve.server.plan import compile_graph
+from gradserve.server.engine import execute as engine, gradcheck
+from gradserve.server.engine.spec import GraphSpec, InputSpec, NodeSpec, OutputSpec
+from gradserve.server.engine.plan import compile_graph
 from layer_inputs import layer_cases
 
 

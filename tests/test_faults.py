@@ -20,9 +20,9 @@ import fault_layers
 from gradserve.proto import gradserve_pb2 as pb
 from gradserve.proto import gradserve_pb2_grpc as pb_grpc
 from gradserve.proto.tensors import from_tensor, to_tensor
-from gradserve.server import engine
-from gradserve.server.app import ServerOptions, start_server
-from gradserve.server.registry import load_registry
+from gradserve.server.engine import execute as engine
+from gradserve.server.rpc.server import ServerOptions, start_server
+from gradserve.server.service.registry import load_registry
 from gradserve.proto import REPLICA_KEY
 from serve_process import ServeProcess, reserved_port, thread_count
 

@@ -136,8 +136,8 @@ def test_kserve_messages_stay_out_of_the_default_pool():
         triton_pb.DESCRIPTOR.name
 
 
-@pytest.mark.parametrize("first,second", [("gradserve.server.app", "tritonclient.grpc"),
-                                          ("tritonclient.grpc", "gradserve.server.app")])
+@pytest.mark.parametrize("first,second", [("gradserve.server.rpc.server", "tritonclient.grpc"),
+                                          ("tritonclient.grpc", "gradserve.server.rpc.server")])
 def test_server_and_tritonclient_import_in_either_order(first, second):
     """One process can hold gradserve's server and tritonclient, whichever is imported first."""
     done = subprocess.run([sys.executable, "-c", f"import {first}; import {second}"], capture_output=True,

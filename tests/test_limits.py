@@ -12,9 +12,9 @@ import gradserve.client as gs
 from gradserve.proto import gradserve_pb2 as pb
 from gradserve.proto import gradserve_pb2_grpc as pb_grpc
 from gradserve.proto.tensors import to_tensor_map
-from gradserve.server.app import ServerOptions, start_server
-from gradserve.server.limits import Limits
-from gradserve.server.registry import load_registry
+from gradserve.server.rpc.server import ServerOptions, start_server
+from gradserve.server.service.limits import Limits
+from gradserve.server.service.registry import load_registry
 import gate_plugin
 
 SERVICE = "gradserve.v1.GradServe"

@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 
 import gradserve.client as gs
-from gradserve.server.memory import AUTO, MIN_CAP, cap_memory, container_memory_limit, parse_max_memory
-from gradserve.server.status import status_for
+from gradserve.server.runtime.memory_cap import AUTO, MIN_CAP, cap_memory, container_memory_limit, parse_max_memory
+from gradserve.server.rpc.status import status_for
 from serve_process import ServeProcess, gradserve_command, reserved_port
 
 GIB = 1 << 30
@@ -136,7 +136,7 @@ def test_cap_never_raises_the_hard_limit():
     """A cap sets the soft RLIMIT_DATA; one above the hard limit becomes the hard limit, never raises it."""
     out = in_child("""
         import resource
-        from gradserve.server.memory import cap_memory
+        from gradserve.server.runtime.memory_cap import cap_memory
         resource.setrlimit(resource.RLIMIT_DATA, (3 << 30, 3 << 30))
         print(cap_memory(8 << 30), resource.getrlimit(resource.RLIMIT_DATA))
         print(cap_memory(1 << 30), resource.getrlimit(resource.RLIMIT_DATA))
@@ -151,7 +151,7 @@ def test_auto_caps_at_the_container_limit(tmp_path, memory_max, expected):
     root = cgroup(tmp_path, {"memory.max": memory_max})
     out = in_child(f"""
         import resource
-        from gradserve.server.memory import AUTO, apply_max_memory
+        from gradserve.server.runtime.memory_cap import AUTO, apply_max_memory
         before = resource.getrlimit(resource.RLIMIT_DATA)
         cap = apply_max_memory(AUTO, root={str(root)!r})
         soft, hard = resource.getrlimit(resource.RLIMIT_DATA)
@@ -164,12 +164,12 @@ def test_auto_shares_the_container_limit_among_workers(tmp_path):
     """With --workers N, auto caps each process at the container's limit / N (and sets none below the minimum)."""
     root = cgroup(tmp_path, {"memory.max": str(4 * GIB)})
     out = in_child(f"""
-        from gradserve.server.memory import AUTO, apply_max_memory
+        from gradserve.server.runtime.memory_cap import AUTO, apply_max_memory
         print(apply_max_memory(AUTO, root={str(root)!r}, processes=4))
     """)
     assert out.split() == [str(GIB)]
     out = in_child(f"""
-        from gradserve.server.memory import AUTO, apply_max_memory
+        from gradserve.server.runtime.memory_cap import AUTO, apply_max_memory
         print(apply_max_memory(AUTO, root={str(root)!r}, processes=16))
     """)
     assert out.split() == ["None"]
@@ -221,7 +221,7 @@ def test_a_request_too_big_to_read_is_resource_exhausted_not_invalid():
     """MemoryError while reading a request's bytes says RESOURCE_EXHAUSTED (the server's memory), not that the
     bytes are no valid message; bytes that do not parse still get INVALID_ARGUMENT."""
     from gradserve.proto import gradserve_pb2 as pb
-    from gradserve.server.decoding import _lenient
+    from gradserve.server.rpc.undecodable import _lenient
 
     def out_of_memory(data: bytes):
         raise MemoryError

@@ -14,8 +14,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 import gradserve.client as gs
-from gradserve.server.app import ServerOptions, start_server
-from gradserve.server.registry import load_registry
+from gradserve.server.rpc.server import ServerOptions, start_server
+from gradserve.server.service.registry import load_registry
 from serve_process import ServeProcess
 
 SERVICE = "gradserve.v1.GradServe"

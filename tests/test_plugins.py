@@ -9,7 +9,7 @@ import textwrap
 
 import pytest
 
-from gradserve.server.registry import PluginConflictError, load_registry
+from gradserve.server.service.registry import PluginConflictError, load_registry
 
 LAYER_PLUGIN = """
 from gradserve.plugins import Layer, hookimpl
@@ -138,11 +138,11 @@ def test_plugins_and_engine_import_without_grpc():
     """gradserve.plugins and the engine import without grpc; the client imports neither server nor plugins."""
     code = (
         "import sys\n"
-        "import gradserve.plugins, gradserve.plugins.builtin, gradserve.server.engine, gradserve.server.plan,"
-        " gradserve.server.service, gradserve.server.registry\n"
+        "import gradserve.plugins, gradserve.plugins.builtin, gradserve.server.engine.execute, gradserve.server.engine.plan,"
+        " gradserve.server.service.operations, gradserve.server.service.registry\n"
         "assert not any(m == 'grpc' or m.startswith('grpc.') for m in sys.modules), 'grpc imported'\n"
         "import gradserve.client\n"
-        "assert 'gradserve.server.engine' in sys.modules\n"
+        "assert 'gradserve.server.engine.execute' in sys.modules\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
     client_only = (

@@ -98,7 +98,7 @@ def test_max_connection_age_makes_a_long_lived_client_reconnect_without_failing_
 
 def test_connection_age_is_off_by_default():
     """No --max-connection-age: the server sets none of gRPC's connection-age options (connections live on)."""
-    from gradserve.server.app import ServerOptions, connection_age_options
+    from gradserve.server.rpc.server import ServerOptions, connection_age_options
     from gradserve.server.cli import build_parser, server_options_from_args
 
     default = server_options_from_args(build_parser().parse_args(["serve"]))

@@ -14,7 +14,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 import gradserve.client as gs
-from gradserve.server.app import ServerOptions, start_server
+from gradserve.server.rpc.server import ServerOptions, start_server
 from gradserve.server.cli import build_parser, server_options_from_args
 from pki import Authority
 from serve_process import ServeProcess, gradserve_command

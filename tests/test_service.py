@@ -12,8 +12,8 @@ import pytest
 import gradserve.client as gs
 from gradserve.proto import gradserve_pb2 as pb
 from gradserve.proto import gradserve_pb2_grpc as pb_grpc
-from gradserve.server.app import ServerOptions, start_server
-from gradserve.server.limits import Limits
+from gradserve.server.rpc.server import ServerOptions, start_server
+from gradserve.server.service.limits import Limits
 
 
 def apple_graph(dtype="float64"):

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from gradserve.server import engine
-from gradserve.server.errors import (
+from gradserve.server.engine import execute as engine
+from gradserve.server.engine.errors import (
     ArityError,
     AttributeValueError,
     ComputeError,
@@ -16,8 +16,8 @@ from gradserve.server.errors import (
     NameConflictError,
     UnknownOpError,
 )
-from gradserve.server.graph import GraphSpec, InputSpec, NodeSpec, OutputSpec
-from gradserve.server.plan import compile_graph
+from gradserve.server.engine.spec import GraphSpec, InputSpec, NodeSpec, OutputSpec
+from gradserve.server.engine.plan import compile_graph
 
 
 def spec(nodes, inputs=("x", "y"), outputs=(("out", "n1"),)):

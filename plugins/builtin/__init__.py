@@ -1,22 +1,16 @@
-"""gradserve's built-in layers, registered through our own entry point like any plugin."""
+"""gradserve's built-in layers, registered through our own entry point like any plugin.
+
+Each module groups one family of layers and lists them in its own ``LAYERS``; a new module joins ``MODULES``.
+"""
 
 from gradserve.plugins import hookimpl
-from gradserve.plugins.builtin.activations import Exp, Log, Relu, Sigmoid, Softmax, Tanh
-from gradserve.plugins.builtin.arithmetic import Add, Div, MatMul, Mul, Neg, Sub
-from gradserve.plugins.builtin.network import Affine, BatchNormalization, Dropout, SoftmaxWithLoss
-from gradserve.plugins.builtin.onnx_ops import Flatten, Gemm, Transpose
-from gradserve.plugins.builtin.shaping import Constant, Identity, Mean, Reshape, Sum
+from gradserve.plugins.builtin import activations, arithmetic, network, onnx_ops, shaping
 
-LAYERS = (
-    Mul, Add, Sub, Div, Neg, MatMul,
-    Relu, Sigmoid, Tanh, Exp, Log, Softmax,
-    Sum, Mean, Reshape, Identity, Constant,
-    Affine, SoftmaxWithLoss, Dropout, BatchNormalization,
-    Gemm, Transpose, Flatten,
-)
+MODULES = (arithmetic, activations, shaping, network, onnx_ops)
 
 
 @hookimpl
 def register_layers(register):
-    for layer in LAYERS:
-        register(layer)
+    for module in MODULES:
+        for layer in module.LAYERS:
+            register(layer)

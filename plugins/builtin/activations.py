@@ -93,3 +93,5 @@ class Softmax(Layer):
     def backward(self, dout):
         y = self.out
         return (y * (dout - (dout * y).sum(axis=self.axis, keepdims=True)),)
+
+LAYERS = (Relu, Sigmoid, Tanh, Exp, Log, Softmax)

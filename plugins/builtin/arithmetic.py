@@ -109,3 +109,5 @@ class MatMul(Layer):
         dx = reduce_to_shape(np.matmul(d, np.swapaxes(y2, -1, -2)), x2.shape).reshape(x.shape) if needs[0] else None
         dy = reduce_to_shape(np.matmul(np.swapaxes(x2, -1, -2), d), y2.shape).reshape(y.shape) if needs[1] else None
         return dx, dy
+
+LAYERS = (Mul, Add, Sub, Div, Neg, MatMul)

@@ -144,3 +144,5 @@ class BatchNormalization(Layer):
             if drunning_var is not None:
                 dx = dx + (2.0 * rest / batch) * self.xc * drunning_var
         return dx.reshape(self.input_shape), dgamma, dbeta, None, None
+
+LAYERS = (Affine, SoftmaxWithLoss, Dropout, BatchNormalization)

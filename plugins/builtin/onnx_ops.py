@@ -69,3 +69,5 @@ class Flatten(Layer):
 
     def backward(self, dout):
         return (dout.reshape(self.x_shape),)
+
+LAYERS = (Gemm, Transpose, Flatten)

@@ -7,7 +7,7 @@ from typing import Iterable
 
 import numpy as np
 
-from gradserve.server.errors import LimitError
+from gradserve.server.engine.errors import LimitError
 
 
 def _limit(default, help: str):

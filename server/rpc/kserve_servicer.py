@@ -7,11 +7,11 @@ from google.protobuf import descriptor_pb2, descriptor_pool
 from gradserve.proto import kserve_pb2 as kpb
 from gradserve.proto import kserve_pb2_grpc as kpb_grpc
 from gradserve.proto.kserve_tensors import add_output, datatype, request_inputs
-from gradserve.server.errors import EngineError, UnknownGraphError
-from gradserve.server.kserve_models import Models
-from gradserve.server.service import Service
-from gradserve.server.servicer import handled, stopper
-from gradserve.server.version import gradserve_version
+from gradserve.server.engine.errors import EngineError, UnknownGraphError
+from gradserve.server.service.kserve_models import Models
+from gradserve.server.service.operations import Service
+from gradserve.server.rpc.gradserve_servicer import handled, stopper
+from gradserve.server.service.version import gradserve_version
 
 SERVICE_NAME = kpb.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
 SERVER_NAME = "gradserve"

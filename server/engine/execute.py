@@ -7,8 +7,8 @@ from typing import Callable, Iterable, Mapping
 
 import numpy as np
 
-from gradserve.server.errors import ComputeError, EngineError, FeedError, LimitError
-from gradserve.server.plan import Plan, Step, check_feed
+from gradserve.server.engine.errors import ComputeError, EngineError, FeedError, LimitError
+from gradserve.server.engine.plan import Plan, Step, check_feed
 
 #: Exceptions a layer raises for inputs it cannot handle: the caller's fault, not the server's.
 INPUT_ERRORS = (ValueError, TypeError, IndexError, ArithmeticError)

@@ -11,13 +11,13 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
-from gradserve.server import engine, gradcheck
-from gradserve.server.errors import CancelledError, LimitError, UnknownGraphError
-from gradserve.server.graph import GraphSpec
-from gradserve.server.limits import Limits
-from gradserve.server.plan import Plan, compile_graph
-from gradserve.server.registry import Registry
-from gradserve.server.sessions import SessionStore
+from gradserve.server.engine import execute as engine, gradcheck
+from gradserve.server.engine.errors import CancelledError, LimitError, UnknownGraphError
+from gradserve.server.engine.spec import GraphSpec
+from gradserve.server.service.limits import Limits
+from gradserve.server.engine.plan import Plan, compile_graph
+from gradserve.server.service.registry import Registry
+from gradserve.server.service.sessions import SessionStore
 
 _LOGGER = logging.getLogger(__name__)
 

@@ -12,15 +12,15 @@ from grpc_reflection.v1alpha import reflection
 
 from gradserve.proto import gradserve_pb2 as pb
 from gradserve.proto import message_size_options
-from gradserve.server import kserve
-from gradserve.server.decoding import RejectUndecodable
-from gradserve.server.limits import Limits
-from gradserve.server.metrics import Metrics
-from gradserve.server.observe import RequestObserver
-from gradserve.server.registry import Registry, load_registry
-from gradserve.server.security import TokenAuth, server_credentials
-from gradserve.server.service import Service
-from gradserve.server.servicer import GradServeServicer, add_to_server
+from gradserve.server.rpc import kserve_servicer as kserve
+from gradserve.server.rpc.undecodable import RejectUndecodable
+from gradserve.server.service.limits import Limits
+from gradserve.server.runtime.metrics import Metrics
+from gradserve.server.rpc.observe import RequestObserver
+from gradserve.server.service.registry import Registry, load_registry
+from gradserve.server.rpc.auth import TokenAuth, server_credentials
+from gradserve.server.service.operations import Service
+from gradserve.server.rpc.gradserve_servicer import GradServeServicer, add_to_server
 
 _LOGGER = logging.getLogger(__name__)
 

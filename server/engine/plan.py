@@ -6,12 +6,12 @@ import functools
 import operator
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Protocol
 
 import numpy as np
 
 from gradserve.plugins import Layer, SchemaError
-from gradserve.server.errors import (
+from gradserve.server.engine.errors import (
     ArityError,
     AttributeValueError,
     CycleError,
@@ -20,8 +20,19 @@ from gradserve.server.errors import (
     NameConflictError,
     UnknownOpError,
 )
-from gradserve.server.graph import DTYPES, GraphSpec, InputSpec
-from gradserve.server.registry import Registry
+from gradserve.server.engine.spec import DTYPES, GraphSpec, InputSpec
+
+
+class LayerEntry(Protocol):
+    cls: type[Layer]
+
+
+class Layers(Protocol):
+    """Where compile_graph finds layer classes by op name (the service's Registry is one)."""
+
+    def get(self, op: str) -> LayerEntry | None: ...
+
+    def names(self) -> list[str]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,7 +147,7 @@ class Plan:
         return cached
 
 
-def compile_graph(spec: GraphSpec, registry: Registry, max_nodes: int | None = None) -> Plan:
+def compile_graph(spec: GraphSpec, registry: Layers, max_nodes: int | None = None) -> Plan:
     """Check every rule a graph must follow and return its Plan; raise a GraphError naming the node."""
     if max_nodes is not None and len(spec.nodes) > max_nodes:
         raise LimitError(f"graph has {len(spec.nodes)} nodes, over the max-graph-nodes limit of {max_nodes}")

@@ -6,9 +6,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from gradserve.server import engine
-from gradserve.server.errors import FeedError, LimitError
-from gradserve.server.plan import Plan
+from gradserve.server.engine import execute as engine
+from gradserve.server.engine.errors import FeedError, LimitError
+from gradserve.server.engine.plan import Plan
 
 
 @dataclass

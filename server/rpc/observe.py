@@ -9,7 +9,7 @@ import time
 import grpc
 
 from gradserve.proto import gradserve_pb2 as pb
-from gradserve.server.metrics import Metrics
+from gradserve.server.runtime.metrics import Metrics
 
 #: The request log; `gradserve serve --log-json` turns its lines (and all others) into JSON.
 REQUEST_LOGGER = logging.getLogger("gradserve.requests")

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from gradserve.server import engine
-from gradserve.server.plan import Plan
+from gradserve.server.engine import execute as engine
+from gradserve.server.engine.plan import Plan
 
 _LOGGER = logging.getLogger(__name__)
 

@@ -6,9 +6,9 @@ from gradserve.plugins import Layer
 from gradserve.proto import gradserve_pb2 as pb
 from gradserve.proto.attrs import attr_from_proto, attr_to_proto
 from gradserve.proto.tensors import dtype_name
-from gradserve.server.errors import GraphError
-from gradserve.server.graph import GraphSpec, InputSpec, NodeSpec, OutputSpec
-from gradserve.server.registry import Registry
+from gradserve.server.engine.errors import GraphError
+from gradserve.server.engine.spec import GraphSpec, InputSpec, NodeSpec, OutputSpec
+from gradserve.server.service.registry import Registry
 
 
 def graph_from_proto(graph: pb.Graph) -> GraphSpec:

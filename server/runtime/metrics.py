@@ -9,9 +9,9 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.process_collector import ProcessCollector
 
-from gradserve.server.registry import Registry
-from gradserve.server.sessions import SessionStore
-from gradserve.server.version import gradserve_version
+from gradserve.server.service.registry import Registry
+from gradserve.server.service.sessions import SessionStore
+from gradserve.server.service.version import gradserve_version
 
 _LOGGER = logging.getLogger(__name__)
 

@@ -8,8 +8,8 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass
 
-from gradserve.server.engine import Pass
-from gradserve.server.errors import LimitError, SessionError, SessionExpiredError
+from gradserve.server.engine.execute import Pass
+from gradserve.server.engine.errors import LimitError, SessionError, SessionExpiredError
 
 _TOMBSTONES = 10_000  # how many dropped ids we remember, to tell "expired" from "never existed"
 

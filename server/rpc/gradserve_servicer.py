@@ -15,9 +15,9 @@ from gradserve.proto import gradserve_pb2 as pb
 from gradserve.proto import gradserve_pb2_grpc as pb_grpc
 from gradserve.proto import streaming, wire
 from gradserve.proto.tensors import from_tensor_map, to_tensor, to_tensor_map
-from gradserve.server import convert, status
-from gradserve.server.errors import CancelledError, DeadlineError, EngineError, GraphError, LimitError
-from gradserve.server.service import Service
+from gradserve.server.rpc import convert, status
+from gradserve.server.engine.errors import CancelledError, DeadlineError, EngineError, GraphError, LimitError
+from gradserve.server.service.operations import Service
 
 
 
@@ -168,7 +168,7 @@ class GradServeServicer(pb_grpc.GradServeServicer):
             request, tensors = streaming.receive(chunks, "request", RUN_TENSORS, self.service.limits.check_sizes)
             response = streaming.send("response", *self._run(request, tensors, context))
         except Exception as exc:  # noqa: BLE001 - every failure becomes a status, never a crash
-            if context.code() is not None:  # already ended while reading (an undecodable chunk: server/decoding.py)
+            if context.code() is not None:  # already ended while reading (an undecodable chunk: server/rpc/undecodable.py)
                 raise
             status.abort(context, exc)
         yield from response

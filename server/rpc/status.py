@@ -10,8 +10,8 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from gradserve.proto.tensors import TensorError
-from gradserve.server import errors
-from gradserve.server.engine import LayerContractError
+from gradserve.server.engine import errors
+from gradserve.server.engine.execute import LayerContractError
 
 _LOGGER = logging.getLogger(__name__)
 

@@ -18,10 +18,10 @@ from typing import Callable, Iterable, Mapping
 
 import numpy as np
 
-from gradserve.server.errors import FeedError, UnknownGraphError
-from gradserve.server.plan import Plan
-from gradserve.server.service import NamedGraph, Service
-from gradserve.server.shapes import output_specs
+from gradserve.server.engine.errors import FeedError, UnknownGraphError
+from gradserve.server.engine.plan import Plan
+from gradserve.server.service.operations import NamedGraph, Service
+from gradserve.server.engine.shapes import output_specs
 
 GRAD_SUFFIX = ":grad"
 #: Reported for a tensor whose graph declares no dtype (any dtype is accepted): the Graph builder's default.
