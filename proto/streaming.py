@@ -73,7 +73,7 @@ def serialize(chunk: pb.RunChunk | DataChunk) -> bytes:
 def deserialize(data: bytes) -> pb.RunChunk | DataChunk:
     """RunStream's deserializer, both ways: a TensorChunk becomes a DataChunk viewing ``data`` in place."""
     try:
-        return _data_chunk(data)
+        return data_chunk(data)
     except wire.Unexpected:  # the first message, or an encoding this reader does not expect: protobuf decides
         chunk = pb.RunChunk.FromString(data)
         if chunk.WhichOneof("part") == "chunk":
@@ -81,7 +81,9 @@ def deserialize(data: bytes) -> pb.RunChunk | DataChunk:
         return chunk
 
 
-def _data_chunk(data: bytes) -> DataChunk:
+def data_chunk(data: bytes) -> DataChunk:
+    """The DataChunk of a message whose one field is a TensorChunk numbered 3 (RunChunk's, and the Session
+    stream's), viewing ``data`` in place; raise wire.Unexpected for any other message."""
     tag, position = wire.read_varint(data, 0)
     size, position = wire.read_varint(data, position) if tag == _CHUNK_TAG else (0, 0)
     if tag != _CHUNK_TAG or position + size != len(data):
@@ -115,28 +117,42 @@ def receive(chunks: Iterable[pb.RunChunk], part: str, fields: Iterable[str],
         raise TensorError(f"a RunStream starts with a RunChunk whose {part} is set")
     message = getattr(first, part)
     tensors: dict[str, dict[str, RawTensor]] = {}
-    buffers: dict[tuple[str, str], list] = {}  # (field, name) -> [buffer, bytes filled]
     for field in fields:
         tensors[field] = dict(getattr(message, field).items())
         message.ClearField(field)
-    for named in tensors.values():
-        for name, tensor in named.items():
-            if any(d < 0 for d in tensor.shape):
-                raise TensorError(f"{name!r}: shape {list(tensor.shape)} has a negative dimension")
-    if check_sizes is not None:
-        check_sizes((name, math.prod(t.shape)) for named in tensors.values() for name, t in named.items())
-    for field, named in tensors.items():
-        for name, tensor in named.items():
-            data = tensor.data
-            if not data:
-                buffer = np.empty(math.prod(tensor.shape) * _itemsize(tensor.dtype, name), np.uint8)
-                buffers[field, name] = [buffer, 0]
-                data = memoryview(buffer).toreadonly()
-            named[name] = RawTensor(tensor.dtype, tuple(tensor.shape), data)
+    assembler = Assembler(tensors, check_sizes)
     for chunk in chunks:
         if not isinstance(chunk, DataChunk):
             raise TensorError(f"a RunStream sends its {part} once, first; then only chunks")
-        slot = buffers.get((chunk.field, chunk.name))
+        assembler.add(chunk)
+    assembler.check_complete()
+    return message, tensors
+
+
+class Assembler:
+    """Buffers for the tensors of a first message whose data is to follow (empty data, elements in the shape),
+    filled in place by their chunks; ``tensors`` (field -> {name: tensor}) then hold RawTensors over them."""
+
+    def __init__(self, tensors: dict[str, dict], check_sizes: SizeCheck | None = None):
+        for named in tensors.values():
+            for name, tensor in named.items():
+                if any(d < 0 for d in tensor.shape):
+                    raise TensorError(f"{name!r}: shape {list(tensor.shape)} has a negative dimension")
+        if check_sizes is not None:
+            check_sizes((name, math.prod(t.shape)) for named in tensors.values() for name, t in named.items())
+        self.buffers: dict[tuple[str, str], list] = {}  # (field, name) -> [buffer, bytes filled]
+        for field, named in tensors.items():
+            for name, tensor in named.items():
+                data = tensor.data
+                if not data:
+                    buffer = np.empty(math.prod(tensor.shape) * _itemsize(tensor.dtype, name), np.uint8)
+                    self.buffers[field, name] = [buffer, 0]
+                    data = memoryview(buffer).toreadonly()
+                named[name] = RawTensor(tensor.dtype, tuple(tensor.shape), data)
+        self.missing = sum(buffer.size for buffer, _ in self.buffers.values())  # bytes still to come
+
+    def add(self, chunk: DataChunk) -> None:
+        slot = self.buffers.get((chunk.field, chunk.name))
         if slot is None:
             raise TensorError(f"a chunk for {chunk.field} {chunk.name!r}, which the first message does not "
                               "announce with empty data")
@@ -146,10 +162,12 @@ def receive(chunks: Iterable[pb.RunChunk], part: str, fields: Iterable[str],
             raise TensorError(f"{chunk.field} {chunk.name!r}: the chunks carry more than its {buffer.size} bytes")
         buffer[filled:filled + len(data)] = np.frombuffer(data, np.uint8)
         slot[1] = filled + len(data)
-    for (field, name), (buffer, filled) in buffers.items():
-        if filled != buffer.size:
-            raise TensorError(f"{field} {name!r}: the chunks carried {filled} of its {buffer.size} bytes")
-    return message, tensors
+        self.missing -= len(data)
+
+    def check_complete(self) -> None:
+        for (field, name), (buffer, filled) in self.buffers.items():
+            if filled != buffer.size:
+                raise TensorError(f"{field} {name!r}: the chunks carried {filled} of its {buffer.size} bytes")
 
 
 def _itemsize(code: int, name: str) -> int:
