@@ -456,7 +456,7 @@ class CheckGradientsResponse(_message.Message):
     def __init__(self, checks: _Optional[_Iterable[_Union[GradientCheck, _Mapping]]] = ...) -> None: ...
 
 class SessionRequest(_message.Message):
-    __slots__ = ("step", "graph", "chunk", "feeds", "output_grads", "wrt", "retain", "training", "seed")
+    __slots__ = ("step", "graph", "chunk", "feeds", "output_grads", "wrt", "retain", "training", "seed", "pass_id", "no_grad")
     class FeedsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -480,6 +480,8 @@ class SessionRequest(_message.Message):
     RETAIN_FIELD_NUMBER: _ClassVar[int]
     TRAINING_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
+    PASS_ID_FIELD_NUMBER: _ClassVar[int]
+    NO_GRAD_FIELD_NUMBER: _ClassVar[int]
     step: SessionStep
     graph: GraphRef
     chunk: TensorChunk
@@ -489,7 +491,9 @@ class SessionRequest(_message.Message):
     retain: bool
     training: bool
     seed: int
-    def __init__(self, step: _Optional[_Union[SessionStep, str]] = ..., graph: _Optional[_Union[GraphRef, _Mapping]] = ..., chunk: _Optional[_Union[TensorChunk, _Mapping]] = ..., feeds: _Optional[_Mapping[str, Tensor]] = ..., output_grads: _Optional[_Mapping[str, Tensor]] = ..., wrt: _Optional[_Iterable[str]] = ..., retain: bool = ..., training: bool = ..., seed: _Optional[int] = ...) -> None: ...
+    pass_id: int
+    no_grad: bool
+    def __init__(self, step: _Optional[_Union[SessionStep, str]] = ..., graph: _Optional[_Union[GraphRef, _Mapping]] = ..., chunk: _Optional[_Union[TensorChunk, _Mapping]] = ..., feeds: _Optional[_Mapping[str, Tensor]] = ..., output_grads: _Optional[_Mapping[str, Tensor]] = ..., wrt: _Optional[_Iterable[str]] = ..., retain: bool = ..., training: bool = ..., seed: _Optional[int] = ..., pass_id: _Optional[int] = ..., no_grad: bool = ...) -> None: ...
 
 class SessionResponse(_message.Message):
     __slots__ = ("status", "graph_id", "chunk", "outputs", "grads", "released", "replica")

@@ -28,6 +28,12 @@ def send(part: str, message: Message, tensors: Mapping[str, Mapping[str, np.ndar
     Every array is checked and described in the first chunk now, so that an unsupported dtype raises here;
     the data chunks are made as the caller consumes them, one at a time.
     """
+    return _chunks(pb.RunChunk(**{part: message}), announce(message, tensors), chunk_bytes)
+
+
+def announce(message: Message, tensors: Mapping[str, Mapping[str, np.ndarray]]) -> list[tuple[str, str, object]]:
+    """Put each array's dtype and shape, with empty data, into ``message``'s tensor maps (raising for an
+    unsupported dtype); return (field, name, bytes) of those whose data is to follow in chunks."""
     arrays = []
     for field, named in tensors.items():
         target = getattr(message, field)
@@ -37,7 +43,14 @@ def send(part: str, message: Message, tensors: Mapping[str, Mapping[str, np.ndar
             target[name].shape[:] = array.shape
             if array.nbytes:
                 arrays.append((field, name, np.ascontiguousarray(array).reshape(-1).view(np.uint8)))
-    return _chunks(pb.RunChunk(**{part: message}), arrays, chunk_bytes)
+    return arrays
+
+
+def data_chunks(arrays, chunk_bytes: int = CHUNK_BYTES) -> Iterator[DataChunk]:
+    """The DataChunks that carry ``announce``'s arrays."""
+    for field, name, data in arrays:
+        for start in range(0, data.size, chunk_bytes):
+            yield DataChunk(field, name, data[start:start + chunk_bytes])
 
 
 class DataChunk(NamedTuple):
@@ -50,9 +63,7 @@ class DataChunk(NamedTuple):
 
 def _chunks(first: pb.RunChunk, arrays, chunk_bytes: int) -> Iterator[pb.RunChunk | DataChunk]:
     yield first
-    for field, name, data in arrays:
-        for start in range(0, data.size, chunk_bytes):
-            yield DataChunk(field, name, data[start:start + chunk_bytes])
+    yield from data_chunks(arrays, chunk_bytes)
 
 
 _CHUNK_TAG = 3 << 3 | wire.LEN  # RunChunk.chunk

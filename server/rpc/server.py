@@ -60,8 +60,10 @@ class Running:
     metrics_port: int | None = None
 
     def stop(self, grace: float | None = None) -> None:
-        """Health goes NOT_SERVING, new calls are refused, in-flight ones get ``grace`` seconds."""
+        """Health goes NOT_SERVING, new calls are refused, in-flight ones get ``grace`` seconds; Session
+        streams end at their next step with UNAVAILABLE (the server is going away)."""
         self.health.enter_graceful_shutdown()
+        self.service.streams.shut_down()
         self.server.stop(grace).wait()
         self.executor.shutdown(wait=True)
         if self.metrics is not None:
