@@ -28,7 +28,8 @@ def send(part: str, message: Message, tensors: Mapping[str, Mapping[str, np.ndar
     Every array is checked and described in the first chunk now, so that an unsupported dtype raises here;
     the data chunks are made as the caller consumes them, one at a time.
     """
-    return _chunks(pb.RunChunk(**{part: message}), announce(message, tensors), chunk_bytes)
+    arrays = announce(message, tensors)  # before RunChunk copies the message
+    return _chunks(pb.RunChunk(**{part: message}), arrays, chunk_bytes)
 
 
 def announce(message: Message, tensors: Mapping[str, Mapping[str, np.ndarray]]) -> list[tuple[str, str, object]]:
