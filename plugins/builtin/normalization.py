@@ -127,7 +127,11 @@ class LayerNormalization(Layer):
             raise ValueError(f"LayerNormalization takes floating-point x, got {x.dtype}")
         normalized = x.shape[axis:]
         for name, value in (("scale", scale), ("bias", bias)):
-            if np.broadcast_shapes(value.shape, normalized) != normalized:
+            try:
+                fits = np.broadcast_shapes(value.shape, normalized) == normalized
+            except ValueError:
+                fits = False
+            if not fits:
                 raise ValueError(f"LayerNormalization {name} of shape {value.shape} does not broadcast to the "
                                  f"normalized shape {normalized}")
         self.axes = tuple(range(axis, x.ndim))
