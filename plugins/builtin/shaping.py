@@ -86,7 +86,8 @@ class Constant(Layer):
 
     inputs = ()
     attributes = {
-        "value": Attr("floats", doc="the elements, in C order"),
+        "value": Attr("floats", None, "the elements, in C order (float64: exact for floats and integers to 2**53)"),
+        "ints": Attr("ints", None, "the elements of an integer or bool constant, exactly (instead of value)"),
         "shape": Attr("ints", (), "the array's shape; () for a scalar"),
         "dtype": Attr("str", "float32", "a numpy dtype name"),
     }
@@ -95,7 +96,9 @@ class Constant(Layer):
         # Only numbers and bools: a str dtype such as "U999999999" would allocate gigabytes per element.
         if np.dtype(self.dtype).kind not in "biuf":
             raise ValueError(f"dtype {self.dtype!r} is not a number or bool type (e.g. float32, int64, bool)")
-        return np.array(self.value, dtype=self.dtype).reshape(self.shape)
+        if (self.value is None) == (self.ints is None):
+            raise ValueError("give the elements in exactly one of value (floats) and ints")
+        return np.array(self.value if self.ints is None else self.ints, dtype=self.dtype).reshape(self.shape)
 
     def backward(self, dout):
         return ()
