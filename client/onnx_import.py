@@ -115,9 +115,11 @@ class _Importer:
     def run(self) -> ImportedModel:
         graph = self.model.graph
         if not MIN_OPSET <= self.opset <= MAX_OPSET:
-            self.problems.append(f"the model's opset {self.opset} is outside the opsets read here "
-                                 f"({MIN_OPSET} to {MAX_OPSET}, the newest the installed onnx knows); convert it "
-                                 "with onnx.version_converter.convert_version")
+            ops = sorted({n.op_type for n in graph.node})
+            raise OnnxConversionError("import the ONNX model", {}, [
+                f"the model's opset {self.opset} is outside the opsets read here ({MIN_OPSET} to {MAX_OPSET}, the "
+                f"newest the installed onnx knows) for its nodes ({', '.join(ops)}); convert it with "
+                "onnx.version_converter.convert_version"], HANDLERS, self.opset)
         for sparse in graph.sparse_initializer:
             self.problems.append(f"sparse initializer {sparse.values.name!r} is not supported; store it dense")
         inputs = []
@@ -129,12 +131,12 @@ class _Importer:
                 self.values[info.name] = self.graph.input(info.name, dtype=self._checked(dtype, info.name),
                                                           shape=shape)
             except NodeProblem as exc:
-                self.problems.append(str(exc))
+                self.problems.append(f"graph input {info.name!r}: {exc}")
                 self.failed.add(info.name)
             inputs.append(info.name)
-        if not self.problems:
-            for index, node in enumerate(graph.node):
-                self._node(index, node)
+        self.bad_inputs = set(self.failed)
+        for index, node in enumerate(graph.node):
+            self._node(index, node)
         outputs = []
         for info in graph.output:
             if info.name in self.failed:
@@ -158,7 +160,11 @@ class _Importer:
             self.failed.update(node.output)
             return
         if any(name in self.failed for name in node.input):
-            self.failed.update(node.output)  # its input's producer is already reported
+            bad = [name for name in node.input if name in self.bad_inputs]
+            if bad:  # a graph input that cannot be carried: say which node it stops
+                self.problems.append(f"{node.op_type} node {label} (opset {self.opset}) cannot take graph input "
+                                     f"{bad[0]!r} (above)")
+            self.failed.update(node.output)  # else its input's producer is already reported
             return
         try:
             if not self._fold(op, node):
@@ -234,10 +240,11 @@ class _Importer:
         self.values[node.output[0]] = value
         return value
 
-    def emit_all(self, node: onnx.NodeProto, op: str, inputs, **attrs) -> None:
-        """Add a multi-output gradserve node; its outputs stand for ``node``'s, in order (omitted ones skipped)."""
+    def emit_all(self, node: onnx.NodeProto, op: str, inputs, n_outputs: int, **attrs) -> None:
+        """Add a gradserve node of ``n_outputs`` outputs standing for ``node``'s, in order (omitted ones skipped)."""
         args = [item if isinstance(item, Value) else self.value(item) for item in inputs]
-        values = self.graph.node(op, *args, name=self.fresh(node.output[0] or node.op_type), **attrs)
+        values = self.graph.node(op, *args, name=self.fresh(node.output[0] or node.op_type), n_outputs=n_outputs,
+                                 **attrs)
         for name, value in zip(node.output, values):
             if name:
                 self.values[name] = value

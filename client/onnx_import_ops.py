@@ -13,8 +13,9 @@ from typing import Callable
 import numpy as np
 from onnx import helper
 
-#: The oldest opset read; forms that changed since (attributes that became inputs) are read in both forms.
-MIN_OPSET = 11
+#: The oldest opset read (numpy broadcasting everywhere from 7 on); forms that changed since (attributes that
+#: became inputs) are read in both forms.
+MIN_OPSET = 7
 
 
 class NodeProblem(Exception):
@@ -365,7 +366,7 @@ def _cumsum(imp, node, attrs):
 
 def _topk(imp, node, attrs):
     k = attrs["k"] if "k" in attrs else imp.constant_input(node, 1, "K")
-    imp.emit_all(node, "TopK", [node.input[0]], k=int(np.asarray(k).reshape(-1)[0]), axis=int(attrs.get("axis", -1)),
+    imp.emit_all(node, "TopK", [node.input[0]], 2, k=int(np.asarray(k).reshape(-1)[0]), axis=int(attrs.get("axis", -1)),
                  largest=bool(attrs.get("largest", 1)), sorted=bool(attrs.get("sorted", 1)))
 
 
@@ -440,7 +441,7 @@ HANDLERS: dict[str, Callable] = {
     "ConstantOfShape": _constant_of_shape,
     "EyeLike": _eye_like,
     "DepthToSpace": _depth_to_space,
-    "SpaceToDepth": _with("SpaceToDepth", blocksize=int),
+    "SpaceToDepth": _with("SpaceToDepth", blocksize=int, mode=_text),
     "Trilu": _trilu,
     "CumSum": _cumsum,
     "TopK": _topk,

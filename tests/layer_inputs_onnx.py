@@ -92,7 +92,7 @@ def onnx_layer_cases(rng: np.random.Generator) -> dict[str, list[tuple[dict, dic
         "ConstantOfShape": [({"shape": np.array([2, 3])}, {"value": 1.5, "dtype": "float64"})],
         "EyeLike": [({"x": r(3, 4)}, {"k": 1})],
         "DepthToSpace": [({"x": r(1, 8, 2, 3)}, {"blocksize": 2}), ({"x": r(2, 4, 2, 2)}, {"blocksize": 2, "mode": "CRD"})],
-        "SpaceToDepth": [({"x": r(1, 2, 4, 6)}, {"blocksize": 2})],
+        "SpaceToDepth": [({"x": r(1, 2, 4, 6)}, {"blocksize": 2}), ({"x": r(2, 1, 2, 4)}, {"blocksize": 2, "mode": "CRD"})],
         "Trilu": [({"x": r(2, 3, 4)}, {}), ({"x": r(4, 3)}, {"upper": False, "k": -1})],
         "CumSum": [({"x": r(3, 4)}, {"axis": 1}), ({"x": r(3, 4)}, {"exclusive": True, "reverse": True})],
         "TopK": [({"x": distinct(3, 5)}, {"k": 2}), ({"x": distinct(4, 3)}, {"k": 3, "axis": 0, "largest": False})],

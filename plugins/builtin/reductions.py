@@ -79,6 +79,8 @@ class ReduceProd(_Reduce):
         return np.prod(x, axis=axis, keepdims=True)
 
     def grad(self, x, kept, dout):
+        if x.size == 0:
+            return np.zeros(x.shape)
         # The product of the others, computed without dividing (x may hold zeros): exclusive cumulative products.
         axes = tuple(range(x.ndim)) if self.axis is None else self.axis
         moved = np.moveaxis(x, axes, tuple(range(-len(axes), 0)))

@@ -333,15 +333,19 @@ class DepthToSpace(_Rearrange):
 
 
 class SpaceToDepth(_Rearrange):
-    """Blocks of space moved into channels: (N, C, H, W) to (N, C·b², H/b, W/b)."""
+    """Blocks of space moved into channels: (N, C, H, W) to (N, C·b², H/b, W/b), DCR or CRD order."""
 
-    attributes = {"blocksize": Attr("int", doc="the block's side b")}
+    attributes = {"blocksize": Attr("int", doc="the block's side b"),
+                  "mode": Attr("str", "DCR", "DCR (the block's offsets before the channel) or CRD (after)")}
 
     def plan(self, shape, b):
         n, c, h, w = shape
         if h % b or w % b:
             raise ValueError(f"H and W ({h}, {w}) are not multiples of the block size {b}")
-        return (n, c, h // b, b, w // b, b), (0, 3, 5, 1, 2, 4), (n, c * b * b, h // b, w // b)
+        if self.mode not in ("DCR", "CRD"):
+            raise ValueError(f"mode must be DCR or CRD, got {self.mode!r}")
+        perm = (0, 3, 5, 1, 2, 4) if self.mode == "DCR" else (0, 1, 3, 5, 2, 4)
+        return (n, c, h // b, b, w // b, b), perm, (n, c * b * b, h // b, w // b)
 
 
 class Trilu(Layer):
