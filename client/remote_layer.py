@@ -61,8 +61,10 @@ class RemoteLayer:
         stream = layer_stream(self.client)
         if self._kept[0] is not None and self._kept[0] is not stream:
             self.release()  # kept on another thread's stream: drop it there
+        # send_changes: a layer's parameters go again with every forward; unchanged, or changed in a few
+        # elements (a numerical gradient), only the changes travel
         outputs = stream.forward(feeds, graph=self._graph(), pass_id=self._pass_id, training=self.training,
-                                 seed=self.seed)
+                                 seed=self.seed, send_changes=True)
         self._kept[0] = stream
         outs = tuple(self._plain(outputs[name]) for name in self.schema.outputs)
         return outs[0] if len(outs) == 1 else outs

@@ -23,6 +23,8 @@ _LOGGER = logging.getLogger(__name__)
 
 METHOD = "/gradserve.v1.GradServe/Session"
 _END = object()  # put in the outbox: the client has nothing more to send (the stream half-closes)
+#: With send_changes, smaller feeds are sent whole every time (comparing them costs more than sending them).
+CHANGES_MIN_ELEMENTS = 1024
 
 
 def session_method(channel: grpc.Channel):
@@ -45,7 +47,8 @@ class SessionStream:
                  seed: int | None = None, timeout: float | None = None):
         self.client = client
         self._outbox: queue.SimpleQueue = queue.SimpleQueue()
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
+        self._sent: dict[int, dict[str, np.ndarray]] = {}  # feeds the server keeps, by pass (send_changes)
         self._ids: weakref.WeakKeyDictionary[Graph, tuple[int, str]] = weakref.WeakKeyDictionary()
         self._forgotten: collections.deque[int] = collections.deque()  # passes of collected layers, to release
         self._broken: GradserveError | None = None
@@ -64,13 +67,53 @@ class SessionStream:
     # -- steps --
 
     def forward(self, feeds: Mapping[str, np.ndarray], *, graph: Graph | str | None = None, pass_id: int = 0,
-                training: bool | None = None, seed: int | None = None) -> dict[str, np.ndarray]:
+                training: bool | None = None, seed: int | None = None,
+                send_changes: bool = False) -> dict[str, np.ndarray]:
         """The outputs; the pass is kept as ``pass_id`` for ``backward`` (replacing one kept there before).
-        ``graph``: this step's graph instead of the session's."""
+        ``graph``: this step's graph instead of the session's. ``send_changes``: the server keeps the feeds,
+        and the next such forward of ``pass_id`` sends only the feeds and elements that changed (parameters
+        sent again and again: the book-style layers, a numerical gradient)."""
         request = pb.SessionRequest(step=pb.SESSION_FORWARD, pass_id=pass_id)
         _options(request, training, seed)
-        _, tensors = self._exchange(request, {"feeds": feeds}, graph)
-        return from_tensor_map(tensors["outputs"])
+        with self._lock:
+            if not send_changes:
+                self._sent.pop(pass_id, None)
+                tensors = {"feeds": feeds}
+            else:
+                request.keep_feeds = True
+                tensors = self._changes(pass_id, feeds)
+            try:
+                _, answer = self._exchange(request, tensors, graph)
+            except GradserveError:
+                self._sent.pop(pass_id, None)  # a failed forward drops the server's kept feeds too
+                raise
+        return from_tensor_map(answer["outputs"])
+
+    def _changes(self, pass_id: int, feeds: Mapping[str, np.ndarray]) -> dict:
+        """The tensor maps of a forward that sends what changed since the feeds the server keeps for pass_id."""
+        last = self._sent.get(pass_id)
+        whole, indices, values = {}, {}, {}
+        kept = {}
+        for name, array in feeds.items():
+            array = np.asarray(array)
+            before = last.get(name) if last is not None else None
+            if before is None or before.shape != array.shape or before.dtype != array.dtype or \
+                    array.size < CHANGES_MIN_ELEMENTS:
+                whole[name] = array
+                kept[name] = np.array(array) if array.size >= CHANGES_MIN_ELEMENTS else None
+                continue
+            changed = np.flatnonzero(before != array)
+            if changed.size * 4 > array.size:  # most of it changed: the whole array is cheaper
+                whole[name] = array
+                kept[name] = np.array(array)
+                continue
+            if changed.size:
+                indices[name] = changed
+                values[name] = array.reshape(-1)[changed]
+                before.reshape(-1)[changed] = values[name]
+            kept[name] = before
+        self._sent[pass_id] = {name: array for name, array in kept.items() if array is not None}
+        return {"feeds": whole, "patch_indices": indices, "patch_values": values}
 
     def backward(self, dout: Mapping[str, np.ndarray] | None = None, wrt: Iterable[str] | None = None, *,
                  retain: bool = False, pass_id: int = 0) -> dict[str, np.ndarray]:
@@ -96,8 +139,10 @@ class SessionStream:
                       graph=used if isinstance(used, Graph) else None, replica=self.replica)
 
     def release(self, pass_id: int = 0) -> bool:
-        """Drop kept pass ``pass_id`` on the server; whether there was one."""
-        answer, _ = self._exchange(pb.SessionRequest(step=pb.SESSION_RELEASE, pass_id=pass_id), {})
+        """Drop kept pass ``pass_id`` (and feeds kept for it) on the server; whether there was a pass."""
+        with self._lock:
+            self._sent.pop(pass_id, None)
+            answer, _ = self._exchange(pb.SessionRequest(step=pb.SESSION_RELEASE, pass_id=pass_id), {})
         return answer.released
 
     def forget(self, pass_id: int) -> None:
@@ -143,7 +188,9 @@ class SessionStream:
                 self._put_graph(request, named, inline)
             releases = 0
             while self._forgotten:
-                self._send(pb.SessionRequest(step=pb.SESSION_RELEASE, pass_id=self._forgotten.popleft()), {})
+                forgotten = self._forgotten.popleft()
+                self._sent.pop(forgotten, None)
+                self._send(pb.SessionRequest(step=pb.SESSION_RELEASE, pass_id=forgotten), {})
                 releases += 1
             self._send(request, tensors)
             for _ in range(releases):

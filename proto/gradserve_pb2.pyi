@@ -456,7 +456,7 @@ class CheckGradientsResponse(_message.Message):
     def __init__(self, checks: _Optional[_Iterable[_Union[GradientCheck, _Mapping]]] = ...) -> None: ...
 
 class SessionRequest(_message.Message):
-    __slots__ = ("step", "graph", "chunk", "feeds", "output_grads", "wrt", "retain", "training", "seed", "pass_id", "no_grad")
+    __slots__ = ("step", "graph", "chunk", "feeds", "output_grads", "wrt", "retain", "training", "seed", "pass_id", "no_grad", "keep_feeds", "patch_indices", "patch_values")
     class FeedsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -465,6 +465,20 @@ class SessionRequest(_message.Message):
         value: Tensor
         def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[Tensor, _Mapping]] = ...) -> None: ...
     class OutputGradsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: Tensor
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[Tensor, _Mapping]] = ...) -> None: ...
+    class PatchIndicesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: Tensor
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[Tensor, _Mapping]] = ...) -> None: ...
+    class PatchValuesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
         VALUE_FIELD_NUMBER: _ClassVar[int]
@@ -482,6 +496,9 @@ class SessionRequest(_message.Message):
     SEED_FIELD_NUMBER: _ClassVar[int]
     PASS_ID_FIELD_NUMBER: _ClassVar[int]
     NO_GRAD_FIELD_NUMBER: _ClassVar[int]
+    KEEP_FEEDS_FIELD_NUMBER: _ClassVar[int]
+    PATCH_INDICES_FIELD_NUMBER: _ClassVar[int]
+    PATCH_VALUES_FIELD_NUMBER: _ClassVar[int]
     step: SessionStep
     graph: GraphRef
     chunk: TensorChunk
@@ -493,7 +510,10 @@ class SessionRequest(_message.Message):
     seed: int
     pass_id: int
     no_grad: bool
-    def __init__(self, step: _Optional[_Union[SessionStep, str]] = ..., graph: _Optional[_Union[GraphRef, _Mapping]] = ..., chunk: _Optional[_Union[TensorChunk, _Mapping]] = ..., feeds: _Optional[_Mapping[str, Tensor]] = ..., output_grads: _Optional[_Mapping[str, Tensor]] = ..., wrt: _Optional[_Iterable[str]] = ..., retain: bool = ..., training: bool = ..., seed: _Optional[int] = ..., pass_id: _Optional[int] = ..., no_grad: bool = ...) -> None: ...
+    keep_feeds: bool
+    patch_indices: _containers.MessageMap[str, Tensor]
+    patch_values: _containers.MessageMap[str, Tensor]
+    def __init__(self, step: _Optional[_Union[SessionStep, str]] = ..., graph: _Optional[_Union[GraphRef, _Mapping]] = ..., chunk: _Optional[_Union[TensorChunk, _Mapping]] = ..., feeds: _Optional[_Mapping[str, Tensor]] = ..., output_grads: _Optional[_Mapping[str, Tensor]] = ..., wrt: _Optional[_Iterable[str]] = ..., retain: bool = ..., training: bool = ..., seed: _Optional[int] = ..., pass_id: _Optional[int] = ..., no_grad: bool = ..., keep_feeds: bool = ..., patch_indices: _Optional[_Mapping[str, Tensor]] = ..., patch_values: _Optional[_Mapping[str, Tensor]] = ...) -> None: ...
 
 class SessionResponse(_message.Message):
     __slots__ = ("status", "graph_id", "chunk", "outputs", "grads", "released", "replica")

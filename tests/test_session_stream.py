@@ -16,6 +16,7 @@ import pytest
 import gradserve.client as gs
 from gradserve.client import book
 from gradserve.client.errors import ServerShuttingDown
+from gradserve.proto import gradserve_pb2 as pb
 from gradserve.proto import session_wire
 from gradserve.server.rpc.server import ServerOptions, start_server
 from gradserve.server.service.limits import Limits
@@ -229,3 +230,44 @@ def test_sigterm_ends_streams_with_a_typed_error():
                 session.run(APPLE_FEEDS)  # the stream is over: every later step says so
             session.close()
         assert server.proc.wait(20) == 0
+
+
+def test_send_changes_sends_only_what_changed_and_gives_the_same_numbers(client):
+    """A forward with send_changes after a few elements of a parameter changed (a numerical gradient's step)
+    gives what a forward of the whole arrays gives; so does one where most changed, or nothing did."""
+    rng = np.random.default_rng(3)
+    g = gs.Graph("float64")
+    g.output(g.Affine(g.input("x"), g.input("W"), g.input("b")), "out")
+    x, W, b = rng.random((3, 64)), rng.random((64, 32)), np.zeros(32)
+    with client.open_session(g) as session:
+        for change in ("none", "one", "few", "most", "shape"):
+            if change == "one":
+                W[5, 7] += 1e-4
+            elif change == "few":
+                W[:3] -= 0.5
+            elif change == "most":
+                W = rng.random((64, 32))
+            elif change == "shape":
+                x = rng.random((5, 64))
+            changed = session.forward({"x": x, "W": W, "b": b}, pass_id=1, send_changes=True)["out"]
+            whole = session.forward({"x": x, "W": W, "b": b}, pass_id=2)["out"]
+            assert np.array_equal(changed, whole) and np.allclose(whole, x @ W + b), change
+            grads = session.backward({"out": np.ones_like(whole)}, pass_id=1)
+            assert np.allclose(grads["W"], x.T @ np.ones_like(whole)), change
+
+
+def test_a_bad_patch_is_answered_and_the_next_forward_sends_everything(client):
+    """A patch the server cannot apply (an index past the feed) is INVALID_ARGUMENT naming the feed; both
+    sides then forget the kept feeds, so the next forward sends them whole and is right."""
+    g = gs.Graph("float64")
+    g.output(g.Relu(g.input("x")), "y")
+    x = np.arange(-2000.0, 2000.0)
+    with client.open_session(g) as session:
+        session.forward({"x": x}, send_changes=True)
+        bad = pb.SessionRequest(step=pb.SESSION_FORWARD, keep_feeds=True)
+        with pytest.raises(gs.InvalidArgument, match="'x'.*patch indices"):
+            session._exchange(bad, {"feeds": {}, "patch_indices": {"x": np.array([10 ** 6])},
+                                    "patch_values": {"x": np.array([1.0])}})
+        session._sent.clear()  # what forward does when its own step fails
+        x[0] = 5.0
+        assert session.forward({"x": x}, send_changes=True)["y"][0] == 5.0

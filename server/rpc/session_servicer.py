@@ -116,8 +116,12 @@ class SessionHandler:
     def _forward(self, session: StreamSession, request, tensors, context):
         training, seed = self._options(request)
         plan = self._step_plan(request)
+        patches = None
+        if tensors["patch_indices"] or tensors["patch_values"]:
+            patches = (from_tensor_map(tensors["patch_indices"], "patch index"),
+                       from_tensor_map(tensors["patch_values"], "patch value"))
         outputs = session.forward(from_tensor_map(tensors["feeds"], "feed"), request.pass_id, plan, training, seed,
-                                  self.stopper(context))
+                                  self.stopper(context), request.keep_feeds, patches)
         return pb.SessionResponse(graph_id=_inline_id(request, plan)), {"outputs": outputs}
 
     def _backward(self, session: StreamSession, request, tensors, context):

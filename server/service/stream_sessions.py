@@ -5,8 +5,10 @@ from __future__ import annotations
 import logging
 import threading
 
+import numpy as np
+
 from gradserve.server.engine import execute as engine
-from gradserve.server.engine.errors import CancelledError, GraphError, SessionError
+from gradserve.server.engine.errors import CancelledError, FeedError, GraphError, SessionError
 from gradserve.server.engine.plan import Plan
 
 _LOGGER = logging.getLogger(__name__)
@@ -34,6 +36,7 @@ class StreamSession:
         self.training = False
         self.seed: int | None = None
         self._passes: dict[int, engine.Pass] = {}
+        self._feeds: dict[int, dict] = {}  # feeds kept for patching, by pass (keep_feeds)
         self._sizes: dict[int, int] = {}  # bytes of each kept pass
         self._closed = False
 
@@ -50,11 +53,40 @@ class StreamSession:
         return plan
 
     def forward(self, feeds, pass_id: int = 0, plan: Plan | None = None, training: bool | None = None,
-                seed: int | None = None, should_stop=None):
-        """The outputs of a forward pass, kept as pass ``pass_id`` (replacing the one kept there)."""
+                seed: int | None = None, should_stop=None, keep_feeds: bool = False, patches=None):
+        """The outputs of a forward pass, kept as pass ``pass_id`` (replacing the one kept there).
+
+        With ``keep_feeds`` the feeds are kept too: the next forward of ``pass_id`` then gives only the feeds
+        that changed, and ``patches`` ((indices by feed, values by feed)) change kept feeds element by element.
+        """
         plan = self._plan(plan)
         self._service.limits.check_arrays(feeds.items())
         self._drop(pass_id)
+        try:
+            feeds = self._with_kept_feeds(pass_id, feeds, keep_feeds, patches)
+            return self._forward(plan, feeds, pass_id, training, seed, should_stop)
+        except BaseException:
+            if self._feeds.pop(pass_id, None) is not None:  # the client forgets them too: it sends all next time
+                self._resize()
+            raise
+
+    def _with_kept_feeds(self, pass_id: int, feeds: dict, keep: bool, patches) -> dict:
+        kept = self._feeds.pop(pass_id, None)
+        if patches is not None and kept is None:
+            raise SessionError(f"a patch of feeds that pass {pass_id} does not keep: send them whole (keep_feeds)")
+        if kept is not None and keep:
+            kept.update({name: np.array(array) for name, array in feeds.items()})  # arrays the session owns
+            indices, values = patches or ({}, {})
+            for name in indices.keys() | values.keys():
+                _patch(kept, name, indices.get(name), values.get(name))
+            feeds = kept
+        elif keep:
+            feeds = {name: np.array(array) for name, array in feeds.items()}
+        if keep:
+            self._feeds[pass_id] = feeds
+        return feeds
+
+    def _forward(self, plan, feeds, pass_id, training, seed, should_stop):
         if len(self._passes) >= MAX_PASSES:
             raise SessionError(f"this session keeps {len(self._passes)} forward passes, the most one stream may "
                                "keep; release some (a release step) or backward without retain")
@@ -66,6 +98,9 @@ class StreamSession:
         self._passes[pass_id] = state
         self._sizes[pass_id] = nbytes
         return state.outputs()
+
+    def _resize(self) -> None:
+        self._service.sessions.keep(self.session_id, self._kept_bytes())
 
     def backward(self, output_grads=None, wrt=None, retain: bool = False, pass_id: int = 0, should_stop=None):
         """Gradients of kept pass ``pass_id``; without ``retain`` the pass is dropped after (or on cancel)."""
@@ -92,18 +127,21 @@ class StreamSession:
                                  self.seed if seed is None else seed, should_stop)
 
     def release(self, pass_id: int = 0) -> bool:
-        """Drop kept pass ``pass_id``; whether there was one."""
+        """Drop kept pass ``pass_id`` and its kept feeds; whether there was a pass."""
+        if self._feeds.pop(pass_id, None) is not None:
+            self._resize()
         return self._drop(pass_id)
 
     def _drop(self, pass_id: int) -> bool:
         if self._passes.pop(pass_id, None) is None:
             return False
         self._sizes.pop(pass_id)
-        self._service.sessions.keep(self.session_id, self._kept_bytes())
+        self._resize()
         return True
 
     def _kept_bytes(self) -> int:
-        return sum(self._sizes.values())
+        """Bytes of the kept passes and feeds (a kept feed is also in its pass: counted twice, to be safe)."""
+        return sum(self._sizes.values()) + sum(a.nbytes for feeds in self._feeds.values() for a in feeds.values())
 
     @property
     def going_away(self) -> bool:
@@ -123,7 +161,25 @@ class StreamSession:
             self._streams.open_sessions.discard(self)
         self._passes.clear()
         self._sizes.clear()
+        self._feeds.clear()
         self._service.sessions.release(self.session_id)
+
+
+def _patch(feeds: dict, name: str, indices, values) -> None:
+    """Set the elements ``indices`` (flat, in C order) of kept feed ``name`` to ``values``, in place."""
+    array = feeds.get(name)
+    if array is None:
+        raise FeedError(f"a patch of feed {name!r}, which this pass does not keep; send it whole")
+    if indices is None or values is None:
+        raise FeedError(f"feed {name!r}: a patch needs both patch_indices and patch_values")
+    if indices.dtype.kind not in "iu" or indices.ndim != 1 or values.shape != indices.shape:
+        raise FeedError(f"feed {name!r}: patch_indices must be a vector of integers and patch_values a vector "
+                        f"as long (got {indices.dtype} {list(indices.shape)} and {list(values.shape)})")
+    if indices.size and (indices.min() < 0 or indices.max() >= array.size):
+        raise FeedError(f"feed {name!r}: patch indices must lie in [0, {array.size})")
+    if values.dtype != array.dtype:
+        raise FeedError(f"feed {name!r}: patch values are {values.dtype}, the feed is {array.dtype}")
+    array.reshape(-1)[indices] = values
 
 
 class StreamSessions:
