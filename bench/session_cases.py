@@ -14,6 +14,7 @@ from gradserve.proto import gradserve_pb2 as pb
 from gradserve.proto import session_wire
 
 from bench import remote_book, timing, workloads
+from bench.echo import StreamEcho
 from bench.report import Row
 from bench.servers import Echo, ServerProcess, gradserve_client
 from bench.sizes import Sizes
@@ -28,11 +29,17 @@ def step_bytes(feeds) -> bytes:
 def round_trip(client, echo: Echo, sizes: Sizes) -> Row:
     graph, feeds = workloads.apple()
     payload = step_bytes(feeds)
-    with client.open_session(graph) as session:
-        t = timing.medians({"session": lambda: session.run(feeds), "echo": lambda: echo(payload)},
-                           sizes.rounds, sizes.tiny_calls)
+    stream_echo = StreamEcho(echo.channel)
+    try:
+        with client.open_session(graph) as session:
+            t = timing.medians({"session": lambda: session.run(feeds), "echo": lambda: echo(payload),
+                                "stream echo": lambda: stream_echo(payload)}, sizes.rounds, sizes.tiny_calls)
+    finally:
+        stream_echo.close()
     return Row("session stream: apple graph, one run step (forward+backward) p50 / unary echo p50", "µs",
-               t["session"] * 1e6, t["echo"] * 1e6, "<= 1.0", f"echo of the {len(payload)}-byte step")
+               t["session"] * 1e6, t["echo"] * 1e6, "<= 1.0",
+               f"echo of the {len(payload)}-byte step; the same bytes echoed on an open stream: "
+               f"{t['stream echo'] * 1e6:.0f} µs ({t['stream echo'] / t['echo']:.2f} of the unary echo)")
 
 
 def throughput(client, echo: Echo, sizes: Sizes) -> Row:
