@@ -13,6 +13,7 @@ from grpc_reflection.v1alpha import reflection
 from gradserve.proto import gradserve_pb2 as pb
 from gradserve.proto import message_size_options
 from gradserve.server.rpc import kserve_servicer as kserve
+from gradserve.server.rpc.streams import StreamGuard
 from gradserve.server.rpc.undecodable import RejectUndecodable
 from gradserve.server.service.limits import Limits
 from gradserve.server.runtime.metrics import Metrics
@@ -58,12 +59,15 @@ class Running:
     executor: futures.ThreadPoolExecutor
     metrics: Metrics | None = None
     metrics_port: int | None = None
+    streams: StreamGuard | None = None
 
     def stop(self, grace: float | None = None) -> None:
         """Health goes NOT_SERVING, new calls are refused, in-flight ones get ``grace`` seconds."""
         self.health.enter_graceful_shutdown()
         self.server.stop(grace).wait()
         self.executor.shutdown(wait=True)
+        if self.streams is not None:
+            self.streams.stop()
         if self.metrics is not None:
             self.metrics.stop()
 
@@ -98,9 +102,12 @@ def start_server(address: str = "127.0.0.1:0", registry: Registry | None = None,
     grpc_options = channel_options(options.limits) + [("grpc.so_reuseport", 1 if options.reuse_port else 0)] \
         + connection_age_options(options)
     executor = futures.ThreadPoolExecutor(max_workers=options.max_workers, thread_name_prefix="gradserve")
-    # RejectUndecodable goes last: authentication and metrics see a call before its bytes are judged.
-    interceptors = [RequestObserver(metrics)] + ([TokenAuth(options.tokens)] if options.tokens else [])
-    interceptors.append(RejectUndecodable())
+    # Authentication first: a call without a good token is refused before anything reads its message. The
+    # stream guard next: it reads every request itself, timed, so the ones after it see calls as they were.
+    # RejectUndecodable goes last: metrics see a call before its bytes are judged.
+    streams = StreamGuard(options.limits, options.max_workers)
+    interceptors = ([TokenAuth(options.tokens)] if options.tokens else []) + [streams, RequestObserver(metrics),
+                                                                              RejectUndecodable()]
     server = grpc.server(executor, options=grpc_options, interceptors=interceptors)
     add_to_server(GradServeServicer(service), server)
     kserve.add_to_server(service, server)
@@ -131,8 +138,9 @@ def start_server(address: str = "127.0.0.1:0", registry: Registry | None = None,
         except OSError:  # the metrics port is taken: fail whole, not half-started
             server.stop(None).wait()
             executor.shutdown(wait=False)
+            streams.stop()
             raise
     _LOGGER.info("gradserve listening on %s (port %d, %s%s) with %d layers", address, port,
                  "mutual TLS" if options.tls_client_ca else "TLS" if credentials else "plaintext",
                  ", token required" if options.tokens else "", len(registry.layers))
-    return Running(server, port, service, health_servicer, executor, metrics, metrics_port)
+    return Running(server, port, service, health_servicer, executor, metrics, metrics_port, streams)
