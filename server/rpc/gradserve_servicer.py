@@ -17,6 +17,8 @@ from gradserve.proto import streaming, wire
 from gradserve.proto.tensors import from_tensor_map, to_tensor, to_tensor_map
 from gradserve.server.rpc import convert, status
 from gradserve.server.engine.errors import CancelledError, DeadlineError, EngineError, GraphError, LimitError
+from gradserve.server.runtime.memory_cap import RESERVE_FACTOR, MemoryBudget
+from gradserve.server.rpc.streams import reserve_until_done
 from gradserve.server.service.operations import Service
 
 
@@ -102,8 +104,9 @@ def add_to_server(servicer: "GradServeServicer", server: grpc.Server) -> None:
 
 
 class GradServeServicer(pb_grpc.GradServeServicer):
-    def __init__(self, service: Service):
+    def __init__(self, service: Service, budget: MemoryBudget | None = None):
         self.service = service
+        self.budget = budget  # with a memory cap, what a call's tensors reserve (unary calls: server/rpc/streams.py)
         self._layers = convert.list_layers_response(service.registry)
 
     def _stopper(self, context):
@@ -165,7 +168,10 @@ class GradServeServicer(pb_grpc.GradServeServicer):
         """Run with the tensors in chunks (proto/streaming.py); errors end the stream as Run's would."""
         context.set_trailing_metadata(((REPLICA_KEY, replica_id()),))
         try:
-            request, tensors = streaming.receive(chunks, "request", RUN_TENSORS, self.service.limits.check_sizes)
+            request, tensors = streaming.receive(
+                chunks, "request", RUN_TENSORS, self.service.limits.check_sizes,
+                lambda nbytes: reserve_until_done(self.budget, context, nbytes * RESERVE_FACTOR,
+                                                  f"a RunStream of {nbytes} tensor bytes"))
             response = streaming.send("response", *self._run(request, tensors, context))
         except Exception as exc:  # noqa: BLE001 - every failure becomes a status, never a crash
             if context.code() is not None:  # already ended while reading (an undecodable chunk: server/rpc/undecodable.py)

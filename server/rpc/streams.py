@@ -36,6 +36,7 @@ from typing import Iterator
 import grpc
 
 from gradserve.server.engine.errors import CancelledError, DeadlineError, LimitError
+from gradserve.server.runtime.memory_cap import RESERVE_FACTOR, MemoryBudget
 from gradserve.server.service.limits import Limits
 
 _LOGGER = logging.getLogger(__name__)
@@ -93,7 +94,8 @@ class GuardedIterator:
 class StreamGuard(grpc.ServerInterceptor):
     """Cap open streams (in all and per peer address) and bound every wait for a client; see the module doc."""
 
-    def __init__(self, limits: Limits, max_workers: int):
+    def __init__(self, limits: Limits, max_workers: int, budget: MemoryBudget | None = None):
+        self.budget = budget  # with a memory cap: each unary call reserves its request's bytes before it runs
         self.idle_seconds = limits.stream_idle_seconds
         self.max_seconds = limits.stream_max_seconds
         # Streams may never hold the whole pool: at least one thread is left for unary work, whatever is set.
@@ -177,17 +179,24 @@ class StreamGuard(grpc.ServerInterceptor):
         if not handler.request_streaming and not handler.response_streaming:
             # Read the one message ourselves (a stream-unary handler), so its wait is timed too.
             behavior = handler.unary_unary
+            deserialize = handler.request_deserializer or (lambda data: data)
+            kwargs["request_deserializer"] = lambda data: (len(data), deserialize(data))
 
             def unary(requests, context):
                 watch = self._open_or_abort(context, streaming=False)
                 try:
-                    request = next(GuardedIterator(self, watch, requests), None)
-                except (DeadlineError, CancelledError):
-                    return None  # the watchdog already gave the client its status, or the client left
+                    sized = next(GuardedIterator(self, watch, requests), None)
+                except (DeadlineError, CancelledError) as exc:
+                    # The watchdog already gave the client its status, or the call is over (the client left,
+                    # or gRPC refused the message as too large): abort ends the handler quietly either way.
+                    context.abort(grpc.StatusCode.CANCELLED, str(exc))
                 finally:
                     self.release(watch)
-                if request is None:
+                if sized is None:
                     context.abort(grpc.StatusCode.INVALID_ARGUMENT, "a unary call needs exactly one request message")
+                size, request = sized
+                if self.budget is not None:
+                    self.reserve(context, size * RESERVE_FACTOR, f"a request of {size} bytes")
                 return behavior(request, context)
 
             return grpc.stream_unary_rpc_method_handler(unary, **kwargs)
@@ -208,6 +217,13 @@ class StreamGuard(grpc.ServerInterceptor):
             return behavior(request, context)
 
         return grpc.unary_stream_rpc_method_handler(server_streaming, **kwargs)
+
+    def reserve(self, context: grpc.ServicerContext, nbytes: int, what: str) -> None:
+        """reserve_until_done(), ending the call with RESOURCE_EXHAUSTED when the bytes do not fit."""
+        try:
+            reserve_until_done(self.budget, context, nbytes, what)
+        except LimitError as exc:
+            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
 
     def _open_or_abort(self, context, streaming: bool) -> _Watch:
         try:
@@ -252,6 +268,17 @@ def end_call(context: grpc.ServicerContext, code: grpc.StatusCode, details: str)
     except Exception:  # noqa: BLE001 - a gRPC without that private path: end the call all the same
         _LOGGER.debug("cancel with status unavailable; cancelling plainly", exc_info=True)
         context.cancel()
+
+
+def reserve_until_done(budget: MemoryBudget | None, context: grpc.ServicerContext, nbytes: int,
+                       what: str = "the call") -> None:
+    """Reserve ``nbytes`` of ``budget`` (None: no cap, nothing to do) until the call ends; LimitError when they do
+    not fit. A stream handler calls it once it knows what the stream will hold, before it allocates."""
+    if budget is None:
+        return
+    reserved = budget.reserve(nbytes, what)
+    if reserved and not context.add_callback(lambda: budget.release(reserved)):
+        budget.release(reserved)
 
 
 def guarded(requests, context: grpc.ServicerContext, guard: StreamGuard | None = None) -> Iterator:
