@@ -8,6 +8,7 @@ from typing import Iterable
 
 import grpc
 
+
 #: Services a caller reaches without a token: orchestrators' health probes carry none.
 OPEN_SERVICES = frozenset({"grpc.health.v1.Health"})
 

@@ -35,6 +35,7 @@ from typing import Iterator
 
 import grpc
 
+from gradserve.server.rpc.interceptors import HandlerCache
 from gradserve.server.engine.errors import CancelledError, DeadlineError, LimitError
 from gradserve.server.runtime.memory_cap import RESERVE_FACTOR, MemoryBudget
 from gradserve.server.service.limits import Limits
@@ -111,7 +112,7 @@ class StreamGuard(grpc.ServerInterceptor):
         self._wake = threading.Condition(self._lock)
         self._stopped = False
         self._tick = min(_MAX_TICK, max(_MIN_TICK, min(self.idle_seconds, self.max_seconds) / _TICKS_PER_BOUND))
-        self._cached: dict[str, tuple] = {}
+        self._handlers = HandlerCache(lambda method, handler: self._wrap(handler))
         # Started now, with the server, before a memory cap could leave no room for a thread's stack.
         self._thread = threading.Thread(target=self._watch_loop, name="gradserve-streams", daemon=True)
         self._thread.start()
@@ -163,15 +164,7 @@ class StreamGuard(grpc.ServerInterceptor):
 
     def intercept_service(self, continuation, handler_call_details):
         handler = continuation(handler_call_details)
-        if handler is None:
-            return None
-        method = handler_call_details.method
-        cached = self._cached.get(method)
-        if cached is not None and cached[0] is handler:
-            return cached[1]
-        wrapped = self._wrap(handler)
-        self._cached[method] = (handler, wrapped)
-        return wrapped
+        return None if handler is None else self._handlers.get(handler_call_details.method, handler)
 
     def _wrap(self, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
         kwargs = {"request_deserializer": handler.request_deserializer,
