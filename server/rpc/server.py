@@ -17,6 +17,7 @@ from gradserve.server.rpc import kserve_servicer as kserve
 from gradserve.server.rpc.streams import StreamGuard
 from gradserve.server.rpc.undecodable import RejectUndecodable
 from gradserve.server.service.limits import Limits
+from gradserve.server.runtime.malloc import Trimmer
 from gradserve.server.runtime.memory_cap import MemoryBudget, current_cap, format_size
 from gradserve.server.runtime.metrics import Metrics
 from gradserve.server.rpc.observe import RequestObserver
@@ -48,6 +49,8 @@ class ServerOptions:
     # A reconnecting round_robin client resolves the name again, so it sees replicas added since. None: never.
     max_connection_age: float | None = None
     max_connection_age_grace: float = 10.0
+    # Give the heap's free memory back once a burst of large calls is over (server/runtime/malloc.py).
+    trim_memory: bool = True
 
 
 @dataclass
@@ -113,11 +116,11 @@ def start_server(address: str = "127.0.0.1:0", registry: Registry | None = None,
     # Authentication first: a call without a good token is refused before anything reads its message. The
     # stream guard next: it reads every request itself, timed, so the ones after it see calls as they were.
     # RejectUndecodable goes last: metrics see a call before its bytes are judged.
-    streams = StreamGuard(options.limits, options.max_workers, budget)
+    streams = StreamGuard(options.limits, options.max_workers, budget, Trimmer() if options.trim_memory else None)
     interceptors = ([TokenAuth(options.tokens)] if options.tokens else []) + [streams, RequestObserver(metrics),
                                                                               RejectUndecodable()]
     server = grpc.server(executor, options=grpc_options, interceptors=interceptors)
-    add_to_server(GradServeServicer(service, budget), server)
+    add_to_server(GradServeServicer(service, streams), server)
     kserve.add_to_server(service, server)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

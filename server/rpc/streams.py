@@ -37,6 +37,7 @@ import grpc
 
 from gradserve.server.rpc.interceptors import HandlerCache
 from gradserve.server.engine.errors import CancelledError, DeadlineError, LimitError
+from gradserve.server.runtime.malloc import TRIM_FROM, Trimmer
 from gradserve.server.runtime.memory_cap import RESERVE_FACTOR, MemoryBudget
 from gradserve.server.service.limits import Limits
 
@@ -95,8 +96,10 @@ class GuardedIterator:
 class StreamGuard(grpc.ServerInterceptor):
     """Cap open streams (in all and per peer address) and bound every wait for a client; see the module doc."""
 
-    def __init__(self, limits: Limits, max_workers: int, budget: MemoryBudget | None = None):
-        self.budget = budget  # with a memory cap: each unary call reserves its request's bytes before it runs
+    def __init__(self, limits: Limits, max_workers: int, budget: MemoryBudget | None = None,
+                 trimmer: Trimmer | None = None):
+        self.budget = budget  # with a memory cap: each call reserves its request's bytes before it runs (admit)
+        self.trimmer = trimmer  # told when large calls start and end, to give memory back after a burst
         self.idle_seconds = limits.stream_idle_seconds
         self.max_seconds = limits.stream_max_seconds
         # Streams may never hold the whole pool: at least one thread is left for unary work, whatever is set.
@@ -159,6 +162,8 @@ class StreamGuard(grpc.ServerInterceptor):
         with self._lock:
             self._stopped = True
             self._wake.notify()
+        if self.trimmer is not None:
+            self.trimmer.stop()
 
     # -- the interceptor --
 
@@ -188,8 +193,10 @@ class StreamGuard(grpc.ServerInterceptor):
                 if sized is None:
                     context.abort(grpc.StatusCode.INVALID_ARGUMENT, "a unary call needs exactly one request message")
                 size, request = sized
-                if self.budget is not None:
-                    self.reserve(context, size * RESERVE_FACTOR, f"a request of {size} bytes")
+                try:
+                    self.admit(context, size, f"a request of {size} bytes")
+                except LimitError as exc:
+                    context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
                 return behavior(request, context)
 
             return grpc.stream_unary_rpc_method_handler(unary, **kwargs)
@@ -211,12 +218,19 @@ class StreamGuard(grpc.ServerInterceptor):
 
         return grpc.unary_stream_rpc_method_handler(server_streaming, **kwargs)
 
-    def reserve(self, context: grpc.ServicerContext, nbytes: int, what: str) -> None:
-        """reserve_until_done(), ending the call with RESOURCE_EXHAUSTED when the bytes do not fit."""
-        try:
-            reserve_until_done(self.budget, context, nbytes, what)
-        except LimitError as exc:
-            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
+    def admit(self, context: grpc.ServicerContext, nbytes: int, what: str = "the call") -> None:
+        """A call is about to hold ``nbytes`` of request tensors until it ends: reserve RESERVE_FACTOR times as
+        much of the memory budget (LimitError when that does not fit), and have memory trimmed after it when
+        it is large. Unary calls are admitted here with their message's size; a stream handler calls it once
+        it knows what the stream will hold, before it allocates (RunStream: from its first message)."""
+        if self.budget is not None:
+            reserved = self.budget.reserve(nbytes * RESERVE_FACTOR, what)
+            if reserved and not context.add_callback(lambda: self.budget.release(reserved)):
+                self.budget.release(reserved)
+        if self.trimmer is not None and nbytes >= TRIM_FROM:
+            self.trimmer.started()
+            if not context.add_callback(self.trimmer.ended):
+                self.trimmer.ended()
 
     def _open_or_abort(self, context, streaming: bool) -> _Watch:
         try:
@@ -261,17 +275,6 @@ def end_call(context: grpc.ServicerContext, code: grpc.StatusCode, details: str)
     except Exception:  # noqa: BLE001 - a gRPC without that private path: end the call all the same
         _LOGGER.debug("cancel with status unavailable; cancelling plainly", exc_info=True)
         context.cancel()
-
-
-def reserve_until_done(budget: MemoryBudget | None, context: grpc.ServicerContext, nbytes: int,
-                       what: str = "the call") -> None:
-    """Reserve ``nbytes`` of ``budget`` (None: no cap, nothing to do) until the call ends; LimitError when they do
-    not fit. A stream handler calls it once it knows what the stream will hold, before it allocates."""
-    if budget is None:
-        return
-    reserved = budget.reserve(nbytes, what)
-    if reserved and not context.add_callback(lambda: budget.release(reserved)):
-        budget.release(reserved)
 
 
 def guarded(requests, context: grpc.ServicerContext, guard: StreamGuard | None = None) -> Iterator:
