@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import threading
 import weakref
 from dataclasses import dataclass, field
@@ -23,9 +22,6 @@ from gradserve.client.errors import GradserveError, NotFound, from_rpc_error
 from gradserve.client.graph import Graph
 
 DEFAULT_MESSAGE_BYTES = 256 << 20
-#: Spread calls over every address the target resolves to ("ipv4:10.0.0.1:50051,10.0.0.2:50051", or a DNS
-#: name with several records such as a Kubernetes headless Service); gRPC's default, pick_first, uses one.
-ROUND_ROBIN = ("grpc.service_config", json.dumps({"loadBalancingConfig": [{"round_robin": {}}]}))
 #: Run streams its tensors in chunks (RunStream) from this many request bytes on. Measured with Relu (Run /
 #: streamed Run / bare unary echo, ms): 4 MiB 8.5 / 9.9 / 7.3, 8 MiB 15.0 / 14.2 / 13.0, 16 MiB 49 / 22 / 20:
 #: whole-message buffers that big are mapped fresh and faulted in on every call, while the chunks reuse the
@@ -128,9 +124,8 @@ class Client:
         self.timeout = timeout
         self._channel = channel or open_channel(target, tls=tls, root_certificates=root_certificates,
                                                 certificate_chain=certificate_chain, private_key=private_key,
-                                                server_name=server_name,
-                                                options=message_size_options(max_message_bytes)
-                                                + ([ROUND_ROBIN] if round_robin else []))
+                                                server_name=server_name, round_robin=round_robin,
+                                                options=message_size_options(max_message_bytes))
         # A channel the caller made is theirs to judge; ours is secure when it speaks TLS.
         secure = channel is not None or bool(tls or root_certificates or certificate_chain)
         self._metadata = token_metadata(token, target, secure) or None
