@@ -140,8 +140,10 @@ def client_options(token: bool = True):
                help="name the server's certificate carries, when the target's host differs"),
     ]
     if token:
-        decorators += [option("--token", default=None, help="bearer token to send"),
-                       option("--token-file", type=FILE, default=None, help="file whose first line is the bearer token")]
+        decorators += [
+            option("--token", default=None, help="bearer token to send"),
+            option("--token-file", type=FILE, default=None, help="file whose first line is the bearer token"),
+        ]
     return with_options(decorators)
 
 
