@@ -25,9 +25,10 @@ RETRIED_METHODS = {
     "gradserve.v1.GradServe": ("Run", "RunStream", "ListLayers", "RegisterGraph", "CheckGradients"),
     "grpc.health.v1.Health": ("Check",),
 }
-#: gRPC's own retryPolicy: up to 4 more attempts, 0.5 s, 1 s, 2 s and 4 s apart (gRPC jitters each by 20%),
-#: about 7.5 s in all: a restarting server has time to come back. A call's deadline bounds it all.
-RETRY_POLICY = {"maxAttempts": 5, "initialBackoff": "0.5s", "maxBackoff": "4s", "backoffMultiplier": 2,
+#: gRPC's own retryPolicy: up to 4 more attempts, 0.25 s, 0.5 s, 1 s and 2 s apart (gRPC jitters each by 20%),
+#: about 4 s in all: a server restarting on its port has time to come back, and a target where nothing ever
+#: answers is still reported within seconds. A call's deadline bounds it all.
+RETRY_POLICY = {"maxAttempts": 5, "initialBackoff": "0.25s", "maxBackoff": "2s", "backoffMultiplier": 2,
                 "retryableStatusCodes": ["UNAVAILABLE"]}
 
 

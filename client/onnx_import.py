@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Callable, Mapping
 
 import numpy as np
+from google.protobuf.message import DecodeError
 
 try:
     import onnx
@@ -73,10 +74,12 @@ def import_onnx(model: onnx.ModelProto | str | os.PathLike | bytes, *, freeze: b
     inputs are fed, and the weights take no gradient). Raises
     ``OnnxConversionError`` naming every unsupported operator and its nodes.
     """
-    if isinstance(model, bytes):
-        model = onnx.load_model_from_string(model)
-    elif not isinstance(model, onnx.ModelProto):
-        model = onnx.load(os.fspath(model))
+    if not isinstance(model, onnx.ModelProto):
+        source = "the bytes" if isinstance(model, bytes) else os.fspath(model)
+        try:
+            model = onnx.load_model_from_string(model) if isinstance(model, bytes) else onnx.load(source)
+        except DecodeError as exc:
+            raise OnnxConversionError("import the model", {}, [f"{source} is not an ONNX model ({exc})"], ()) from None
     return _Importer(model, freeze).run()
 
 
