@@ -36,6 +36,9 @@ class ArgumentTypeError(InvalidArgument, TypeError):
         super().__init__(message)
         self.argument = argument
 
+    def __str__(self) -> str:  # no status code: no server was asked
+        return self.message
+
 
 class NotFound(GradserveError):
     code = grpc.StatusCode.NOT_FOUND
