@@ -335,16 +335,32 @@ def layers(args) -> int:
         print(json.dumps([layer.as_dict() for layer in info.layers], indent=2))
         return 0
     from rich.console import Console
+
+    console = Console(highlight=False)
+    console.print(layer_table(info.layers, console.width))
+    return 0
+
+
+def layer_table(layers, width: int):
+    """The layers as a table ``width`` columns wide: the doc wraps in what the other columns leave.
+
+    Rich alone shrinks every wrapping column alike, which leaves the doc a sliver beside short input lists.
+    """
     from rich.table import Table
 
+    headers = ("LAYER", "INPUTS", "OUTPUTS", "PLUGIN", "VERSION")
+    rows = [(l.name, ", ".join(l.inputs), ", ".join(l.outputs), l.distribution, l.version, l.doc) for l in layers]
+    natural = [max([len(header)] + [len(row[i]) for row in rows]) for i, header in enumerate((*headers, "DOC"))]
+    lists = max(12, width // 8)  # input and output lists wrap at their commas beyond this
+    widths = [min(w, lists) if header in ("INPUTS", "OUTPUTS") else w for w, header in zip(natural, headers)]
+    gaps = 2 * len(headers)  # one space each side of every column but the table's edges
     table = Table(box=None, header_style="bold", pad_edge=False)
-    for column in ("LAYER", "INPUTS", "OUTPUTS", "PLUGIN", "VERSION"):
-        table.add_column(column, no_wrap=column in ("LAYER", "VERSION"), overflow="fold")
-    table.add_column("DOC", ratio=1, min_width=20)  # the doc takes what is left, wrapped
-    for l in info.layers:
-        table.add_row(l.name, ", ".join(l.inputs), ", ".join(l.outputs), l.distribution, l.version, l.doc)
-    Console(highlight=False).print(table)
-    return 0
+    for header, column_width in zip(headers, widths):
+        table.add_column(header, width=column_width, no_wrap=header in ("LAYER", "VERSION"), overflow="fold")
+    table.add_column("DOC", width=max(20, min(natural[-1], width - sum(widths) - gaps)))
+    for row in rows:
+        table.add_row(*row)
+    return table
 
 
 @cli.command("plugins", context_settings=CONTEXT)
