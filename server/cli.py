@@ -342,24 +342,29 @@ def layers(args) -> int:
 
 
 def layer_table(layers, width: int):
-    """The layers as a table ``width`` columns wide: the doc wraps in what the other columns leave.
+    """The layers as a table ``width`` columns wide: the doc wraps in what the other columns leave, and a
+    narrow terminal drops the plugin and version columns (`--json` has them all).
 
     Rich alone shrinks every wrapping column alike, which leaves the doc a sliver beside short input lists.
     """
     from rich.table import Table
 
-    headers = ("LAYER", "INPUTS", "OUTPUTS", "PLUGIN", "VERSION")
-    rows = [(l.name, ", ".join(l.inputs), ", ".join(l.outputs), l.distribution, l.version, l.doc) for l in layers]
-    natural = [max([len(header)] + [len(row[i]) for row in rows]) for i, header in enumerate((*headers, "DOC"))]
+    rows = [{"LAYER": l.name, "INPUTS": ", ".join(l.inputs), "OUTPUTS": ", ".join(l.outputs),
+             "PLUGIN": l.distribution, "VERSION": l.version, "DOC": l.doc} for l in layers]
+    natural = {header: max([len(header)] + [len(row[header]) for row in rows]) for header in rows[0]} if rows else {}
     lists = max(12, width // 8)  # input and output lists wrap at their commas beyond this
-    widths = [min(w, lists) if header in ("INPUTS", "OUTPUTS") else w for w, header in zip(natural, headers)]
-    gaps = 2 * len(headers)  # one space each side of every column but the table's edges
+    widths = {header: min(w, lists) if header in ("INPUTS", "OUTPUTS") else w for header, w in natural.items()}
+    doc_min = 20
+    headers = ["LAYER", "INPUTS", "OUTPUTS", "PLUGIN", "VERSION"]
+    if sum(widths.get(h, 0) for h in headers) + 2 * len(headers) + doc_min > width:
+        headers = headers[:3]
     table = Table(box=None, header_style="bold", pad_edge=False)
-    for header, column_width in zip(headers, widths):
-        table.add_column(header, width=column_width, no_wrap=header in ("LAYER", "VERSION"), overflow="fold")
-    table.add_column("DOC", width=max(20, min(natural[-1], width - sum(widths) - gaps)))
+    for header in headers:
+        table.add_column(header, width=widths.get(header), no_wrap=header in ("LAYER", "VERSION"), overflow="fold")
+    rest = width - sum(widths.get(h, 0) for h in headers) - 2 * len(headers)  # a space each side, but the edges
+    table.add_column("DOC", width=max(doc_min, min(natural.get("DOC", 0), rest)))
     for row in rows:
-        table.add_row(*row)
+        table.add_row(*(row[header] for header in (*headers, "DOC")))
     return table
 
 
