@@ -448,7 +448,7 @@ def import_onnx(args) -> int:
 @option("--lr", type=click.FloatRange(min=0, min_open=True), default=0.002, help="learning rate")
 @option("--seed", type=int, default=0, help="seeds the split, the initial weights and the batches")
 @option("--log-level", type=click.Choice(LOG_LEVELS, case_sensitive=False), default="WARNING",
-        help="DEBUG, INFO, WARNING or ERROR")
+        help="how much the demo logs")
 @client_options()
 @runs
 def demo(args) -> int:
