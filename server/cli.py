@@ -124,7 +124,9 @@ class Gradserve(click.Group):
         return serve_command() if name == "serve" else super().get_command(ctx, name)
 
 
-@click.group(cls=Gradserve, context_settings=CONTEXT, help=__doc__)
+@click.group(cls=Gradserve, context_settings=CONTEXT,
+             help="gradserve: backpropagation as a gRPC service. Every --foo-bar option also reads the environment "
+                  "variable GRADSERVE_FOO_BAR (an option on the command line wins).")
 @click.version_option(package_name="gradserve", prog_name="gradserve")
 def cli():
     pass
