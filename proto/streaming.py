@@ -117,8 +117,12 @@ def data_chunk(data: bytes) -> DataChunk:
 
 
 def receive(chunks: Iterable[pb.RunChunk], part: str, fields: Iterable[str],
-            check_sizes: SizeCheck | None = None) -> tuple[Message, dict[str, dict[str, RawTensor]]]:
+            check_sizes: SizeCheck | None = None,
+            reserve: Callable[[int], None] | None = None) -> tuple[Message, dict[str, dict[str, RawTensor]]]:
     """The first message (its tensor maps emptied) and those maps, each tensor's chunks assembled in place.
+
+    ``check_sizes`` is told each announced tensor's element count, then ``reserve`` the bytes of the buffers
+    about to be made for the chunks; either may raise to refuse them.
 
     Raise TensorError when the chunks do not fit what the first message announced.
     """
@@ -131,7 +135,7 @@ def receive(chunks: Iterable[pb.RunChunk], part: str, fields: Iterable[str],
     for field in fields:
         tensors[field] = dict(getattr(message, field).items())
         message.ClearField(field)
-    assembler = Assembler(tensors, check_sizes)
+    assembler = Assembler(tensors, check_sizes, reserve)
     for chunk in chunks:
         if not isinstance(chunk, DataChunk):
             raise TensorError(f"a RunStream sends its {part} once, first; then only chunks")
@@ -144,7 +148,10 @@ class Assembler:
     """Buffers for the tensors of a first message whose data is to follow (empty data, elements in the shape),
     filled in place by their chunks; ``tensors`` (field -> {name: tensor}) then hold RawTensors over them."""
 
-    def __init__(self, tensors: dict[str, dict], check_sizes: SizeCheck | None = None):
+    def __init__(self, tensors: dict[str, dict], check_sizes: SizeCheck | None = None,
+                 reserve: Callable[[int], None] | None = None):
+        """``check_sizes`` is told each announced tensor's element count, then ``reserve`` the bytes of the
+        buffers about to be made for the chunks; either may raise to refuse them."""
         sizes = {}  # (field, name) -> (element count, item size)
         for field, named in tensors.items():
             for name, tensor in named.items():
@@ -152,6 +159,9 @@ class Assembler:
                 sizes[field, name] = element_count(tensor.shape, itemsize, repr(name)), itemsize
         if check_sizes is not None:
             check_sizes((name, count) for (_, name), (count, _) in sizes.items())
+        if reserve is not None:
+            reserve(sum(count * itemsize for (field, name), (count, itemsize) in sizes.items()
+                        if not tensors[field][name].data))
         self.buffers: dict[tuple[str, str], list] = {}  # (field, name) -> [buffer, bytes filled]
         for field, named in tensors.items():
             for name, tensor in named.items():
