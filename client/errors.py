@@ -105,6 +105,7 @@ def from_status(status: status_pb2.Status) -> GradserveError:
 
 _CODE_OF = {code.value[0]: code for code in grpc.StatusCode}
 _BY_REASON = {"ShuttingDownError": ServerShuttingDown}
+_SHUTTING_DOWN = "the server is shutting down"  # how the server's message for it begins
 
 
 def _typed(code: grpc.StatusCode, message: str, status: status_pb2.Status | None) -> GradserveError:
@@ -117,4 +118,6 @@ def _typed(code: grpc.StatusCode, message: str, status: status_pb2.Status | None
                 reason = info.reason
                 node = info.metadata.get("node")
     cls = _BY_REASON.get(reason) or _BY_CODE.get(code, GradserveError)
+    if cls is Unavailable and _SHUTTING_DOWN in message:  # a stream the server ended from outside its handler
+        cls = ServerShuttingDown
     return cls(message, code, node, reason)

@@ -271,3 +271,17 @@ def test_a_bad_patch_is_answered_and_the_next_forward_sends_everything(client):
         session._sent.clear()  # what forward does when its own step fails
         x[0] = 5.0
         assert session.forward({"x": x}, send_changes=True)["y"][0] == 5.0
+
+
+def test_sigterm_ends_a_waiting_stream_at_once_so_the_drain_does_not_wait_for_it():
+    """A stream waiting for its client's next step is ended by SIGTERM itself (the server exits long before
+    its 60 s grace), and the client's next step raises ServerShuttingDown with the server's reason."""
+    with ServeProcess("--grace", "60") as server:
+        with gs.connect(server.target) as client:
+            session = client.open_session(apple_graph())
+            session.forward(APPLE_FEEDS)
+            server.proc.send_signal(signal.SIGTERM)
+            assert server.proc.wait(30) == 0
+            with pytest.raises(ServerShuttingDown, match="shutting down"):
+                session.backward()
+            session.close()

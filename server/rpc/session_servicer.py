@@ -10,8 +10,9 @@ from gradserve.proto import REPLICA_KEY, session_wire, wire
 from gradserve.proto import gradserve_pb2 as pb
 from gradserve.proto.streaming import DataChunk
 from gradserve.proto.tensors import TensorError, from_tensor_map
-from gradserve.server.engine.errors import EngineError
+from gradserve.server.engine.errors import CancelledError, EngineError
 from gradserve.server.rpc import status
+from gradserve.server.rpc.streams import end_call, guarded
 from gradserve.server.service.stream_sessions import ShuttingDownError, StreamSession
 
 _LOGGER = logging.getLogger(__name__)
@@ -25,11 +26,6 @@ _EMPTY = {}
 
 class ProtocolError(EngineError):
     """The stream itself is broken (a chunk out of place, a step this server does not know): it ends."""
-
-
-def guard_stream(requests, context):
-    """Where the generic stream guard (idle and total time, open streams: issue 13) wraps the requests."""
-    return requests
 
 
 class SessionHandler:
@@ -56,9 +52,17 @@ class SessionHandler:
         except Exception as exc:  # noqa: BLE001 - max-sessions, or the server going away: the stream's status
             status.abort(context, exc)
         context.add_callback(session.close)  # also when the client vanishes mid-step
-        requests = iter(guard_stream(requests, context))
+        # SIGTERM ends a stream waiting for its client's next step at once, with the status that says why
+        session.end_waiting = lambda message: end_call(context, grpc.StatusCode.UNAVAILABLE, message)
+        # StreamGuard (server/rpc/streams.py) already times every read and counts the stream against max-streams
+        requests = iter(guarded(requests, context))
         try:
-            for request in requests:
+            while True:
+                session.waiting = True
+                request = next(requests, None)
+                session.waiting = False
+                if request is None:
+                    return
                 session.check_serving()
                 if type(request) is DataChunk:
                     raise ProtocolError("a TensorChunk came with no step before it announcing its tensor "
@@ -84,7 +88,7 @@ class SessionHandler:
         except (ProtocolError, TensorError, ShuttingDownError) as exc:
             if context.is_active():
                 status.abort(context, exc)
-        except grpc.RpcError:  # the client cancelled or vanished: nobody to answer
+        except (grpc.RpcError, CancelledError):  # the client left, or the guard ended the stream (its status sent)
             return
         finally:
             session.close()

@@ -13,6 +13,10 @@ from gradserve.server.engine.plan import Plan
 
 _LOGGER = logging.getLogger(__name__)
 
+#: What a stream ended by SIGTERM tells its client (the Python client raises ServerShuttingDown on it).
+GOING_AWAY = ("the server is shutting down (SIGTERM): this session stream ends here; open a new one (another "
+              "replica, or this server once it is back)")
+
 #: Forward passes one stream may keep at once (each book-style layer of a client keeps one).
 MAX_PASSES = 4096
 
@@ -39,6 +43,8 @@ class StreamSession:
         self._feeds: dict[int, dict] = {}  # feeds kept for patching, by pass (keep_feeds)
         self._sizes: dict[int, int] = {}  # bytes of each kept pass
         self._closed = False
+        self.waiting = False  # waiting for the client's next step (set by the stream's handler)
+        self.end_waiting = None  # ends the stream from any thread with a message (set by the handler)
 
     def open(self, plan: Plan | None, training: bool = False, seed: int | None = None) -> str:
         """Make ``plan`` the session's graph (None: every forward and run names its own); its graph id."""
@@ -149,8 +155,7 @@ class StreamSession:
 
     def check_serving(self) -> None:
         if self.going_away:
-            raise ShuttingDownError("the server is shutting down (SIGTERM): this session stream ends here; "
-                                    "open a new one (another replica, or this server once it is back)")
+            raise ShuttingDownError(GOING_AWAY)
 
     def close(self) -> None:
         """Free the session (idempotent: the stream's end and gRPC's end-of-call callback may both call it)."""
@@ -206,7 +211,12 @@ class StreamSessions:
         return session
 
     def shut_down(self) -> None:
-        """From now on every stream ends at its next step with ShuttingDownError."""
+        """End every stream: one waiting for its client's next step now, one in a step once it is answered."""
         self.going_away.set()
-        _LOGGER.info("ending %d session streams: the server is going away", self.count)
+        with self.lock:
+            sessions = list(self.open_sessions)
+        _LOGGER.info("ending %d session streams: the server is going away", len(sessions))
+        for session in sessions:
+            if session.waiting and session.end_waiting is not None:
+                session.end_waiting(GOING_AWAY)
 
