@@ -63,7 +63,8 @@ def throughput(client, echo: Echo, sizes: Sizes) -> Row:
             stream.close()
     return Row(f"session streams: {sizes.threads} threads each on its own stream, tiny graph, passes/s / unary "
                "echo calls/s", "/s", r["session"], r["echo"], ">= 1.0",
-               "the echo's threads share one channel, as the streams do")
+               f"the echo's threads share one channel, as the streams do; both servers with "
+               f"--max-workers {2 * sizes.threads + 8} (and --max-streams {2 * sizes.threads}: one peer may open half)")
 
 
 def gradient_check(client, echo: Echo, sizes: Sizes) -> Row:
@@ -105,7 +106,11 @@ def all_cases(sizes: Sizes, only) -> list[Row]:
     rows: list[Row] = []
     if not wanted:
         return rows
-    with ServerProcess("gradserve") as gs_server, ServerProcess("echo") as echo_server:
+    # 16 streams from one peer: the stream guard lets one peer open half of --max-streams, and --max-streams
+    # leaves one worker thread for unary calls; the echo server gets the same thread pool.
+    streams = 2 * sizes.threads
+    with ServerProcess("gradserve", max_workers=streams + 8, max_streams=streams) as gs_server, \
+            ServerProcess("echo", max_workers=streams + 8) as echo_server:
         client, echo = gradserve_client(gs_server.target), Echo(echo_server.target)
         try:
             for name in wanted:
