@@ -69,7 +69,7 @@ class Running:
 
     def stop(self, grace: float | None = None) -> None:
         """Health goes NOT_SERVING, new calls are refused, in-flight ones get ``grace`` seconds; Session
-        streams end at their next step with UNAVAILABLE (the server is going away)."""
+        streams end with UNAVAILABLE (the server is going away): at once when waiting, else after their step."""
         self.health.enter_graceful_shutdown()
         self.service.streams.shut_down()
         self.server.stop(grace).wait()
