@@ -166,10 +166,8 @@ class Convolution(Layer):
         d = np.ascontiguousarray(np.moveaxis(dout, 1, 0)).reshape(g, m // g, -1)
         dW = None
         if needs[1]:
-            dW = np.empty(self.W_mat.shape, dtype=dout.dtype)
-            for k in range(g):
-                np.matmul(d[k], self.col[k].T, out=dW[k])
-            dW = dW.reshape(self.W_shape)
+            # col @ d.T, then transposed: OpenBLAS ran d @ col.T (a long inner dimension, 64 output rows) 3x slower.
+            dW = np.stack([(self.col[k] @ d[k].T).T for k in range(g)]).reshape(self.W_shape)
         dx = None
         if needs[0]:
             win = self.win
