@@ -166,7 +166,8 @@ def test_layernorm_float32_stays_float32(client):
 
 def test_layernorm_refuses_a_scale_of_another_shape(client):
     """A scale that does not broadcast to the normalized axes is INVALID_ARGUMENT naming both shapes."""
-    with pytest.raises(InvalidArgument, match=r"scale of shape \(3,\) does not broadcast to the normalized shape \(4,\)"):
+    message = r"scale of shape \(3,\) does not broadcast to the normalized shape \(4,\)"
+    with pytest.raises(InvalidArgument, match=message):
         client.run(layernorm_graph(), {"x": r(2, 4), "scale": pos(3), "bias": r(4)})
 
 
