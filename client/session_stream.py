@@ -145,6 +145,11 @@ class SessionStream:
             answer, _ = self._exchange(pb.SessionRequest(step=pb.SESSION_RELEASE, pass_id=pass_id), {})
         return answer.released
 
+    @property
+    def ended(self) -> bool:
+        """Whether the stream is over: closed, broken, or ended by the server (a limit such as its idle time)."""
+        return self._closed or self._broken is not None or self._call.done()
+
     def forget(self, pass_id: int) -> None:
         """Release ``pass_id`` with the next step (safe from any thread, a finalizer's too: nothing is sent now)."""
         self._forgotten.append(pass_id)
@@ -294,7 +299,7 @@ def layer_stream(client) -> SessionStream:
         with _layer_lock:
             local = _layer_streams.setdefault(client, threading.local())
     stream = getattr(local, "stream", None)
-    if stream is None or stream._broken is not None or stream._closed:
+    if stream is None or stream.ended:  # e.g. the server's stream-idle-seconds ended it: a new one, quietly
         stream = local.stream = SessionStream(client)
         client._track_stream(stream)
     return stream

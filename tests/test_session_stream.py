@@ -16,6 +16,7 @@ import pytest
 import gradserve.client as gs
 from gradserve.client import book
 from gradserve.client.errors import ServerShuttingDown
+from gradserve.client.session_stream import layer_stream
 from gradserve.proto import gradserve_pb2 as pb
 from gradserve.proto import session_wire
 from gradserve.server.rpc.server import ServerOptions, start_server
@@ -285,3 +286,27 @@ def test_sigterm_ends_a_waiting_stream_at_once_so_the_drain_does_not_wait_for_it
             with pytest.raises(ServerShuttingDown, match="shutting down"):
                 session.backward()
             session.close()
+
+
+def test_book_layers_open_a_new_stream_when_the_server_ended_an_idle_one(registry):
+    """The stream guard ends a stream idle past stream-idle-seconds (its next step would get DEADLINE_EXCEEDED
+    naming the limit); the book layers notice the ended stream and carry on over a new one."""
+    running = start_server("127.0.0.1:0", registry, ServerOptions(limits=Limits(stream_idle_seconds=0.3)))
+    try:
+        with gs.connect(f"127.0.0.1:{running.port}") as client:
+            with client.open_session(apple_graph()) as session:
+                assert wait_for(lambda: session.ended)
+                with pytest.raises(gs.DeadlineExceeded, match="stream-idle-seconds"):
+                    session.run(APPLE_FEEDS)
+            book.set_client(client)
+            try:
+                mul = book.MulLayer()
+                assert mul.forward(3, 4) == 12 and mul.backward(1) == (4, 3)
+                first = layer_stream(client)
+                assert wait_for(lambda: first.ended)
+                assert mul.forward(5, 6) == 30 and mul.backward(2) == (12, 10)
+                assert layer_stream(client) is not first
+            finally:
+                book.set_client(None)
+    finally:
+        running.stop(None)
