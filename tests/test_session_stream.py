@@ -310,3 +310,21 @@ def test_book_layers_open_a_new_stream_when_the_server_ended_an_idle_one(registr
                 book.set_client(None)
     finally:
         running.stop(None)
+
+
+def test_open_streams_are_capped_by_max_streams(registry):
+    """Session streams count against the stream guard's max-streams (one peer may hold half): one more is
+    refused by name, and closing one makes room."""
+    running = start_server("127.0.0.1:0", registry, ServerOptions(limits=Limits(max_streams=4)))
+    try:
+        with gs.connect(f"127.0.0.1:{running.port}") as client:
+            streams = [client.open_session(apple_graph()) for _ in range(2)]
+            with pytest.raises(gs.ResourceExhausted, match="max-streams"):
+                client.open_session(apple_graph())
+            streams.pop().close()
+            with client.open_session(apple_graph()) as again:
+                assert again.run(APPLE_FEEDS).outputs["price"] == pytest.approx(220.0)
+            for stream in streams:
+                stream.close()
+    finally:
+        running.stop(None)
