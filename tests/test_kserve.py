@@ -329,8 +329,10 @@ def test_health_and_reflection_know_the_kserve_service(target):
     assert {"inference.GRPCInferenceService", "gradserve.v1.GradServe"} <= {
         s.name for s in responses[0].list_services_response.service}
     for response, package in zip(responses[1:], ("inference", "gradserve.v1"), strict=True):
-        (serialized,) = response.file_descriptor_response.file_descriptor_proto
-        assert descriptor_pb2.FileDescriptorProto.FromString(serialized).package == package
+        # the file itself, then the files it imports (gradserve.proto: google/rpc/status.proto and its Any)
+        files = [descriptor_pb2.FileDescriptorProto.FromString(serialized)
+                 for serialized in response.file_descriptor_response.file_descriptor_proto]
+        assert files[0].package == package
 
 
 @pytest.mark.parametrize("kind", sorted(BY_KSERVE))
