@@ -9,6 +9,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from gradserve.plugins import Layer, SchemaError
+from gradserve.plugins.numerical import central_differences
 
 #: Every check, in the order they run; a ConformanceError names one of them.
 CHECKS = (
@@ -348,15 +349,8 @@ class _Checker:
             positions = np.arange(base.size)
             if base.size > self.max_elements:
                 positions = np.sort(sample.choice(base.size, self.max_elements, replace=False))
-            numerical = np.zeros((len(seeded), positions.size))
-            for j, p in enumerate(positions):
-                current = list(arrays)
-                for sign in (1, -1):
-                    bumped = base.copy()
-                    bumped.flat[p] += sign * self.eps
-                    current[i] = bumped
-                    numerical[:, j] += sign * losses(current)
-            numerical /= 2 * self.eps
+            numerical = central_differences(lambda bumped: losses([*arrays[:i], bumped, *arrays[i + 1:]]), base,
+                                            self.eps, positions).reshape(len(seeded), positions.size)
             name = self.cls.inputs[i]
             self.compare(name, base.shape, positions, np.asarray(grads[i]), numerical.sum(axis=0),
                          "with every output seeded")
