@@ -7,6 +7,7 @@ from typing import Callable, Iterable, Mapping
 
 import numpy as np
 
+from gradserve.plugins.layer import describe
 from gradserve.server.engine.errors import ComputeError, EngineError, FeedError, LimitError
 from gradserve.server.engine.plan import Plan, Step, check_feed
 
@@ -117,7 +118,7 @@ class Pass:
             if type(results) is not tuple or len(results) != arity:
                 raise LayerContractError(
                     f"{step.op}.backward must return a tuple of {len(step.in_slots)} gradients, "
-                    f"got {_describe(results)}",
+                    f"got {describe(results)}",
                     step.node,
                 )
             for position, slot in grad_slots:
@@ -241,7 +242,7 @@ def _forward(plan: Plan, feeds, training, seed, should_stop, observe) -> Pass:
             continue
         if not isinstance(result, tuple) or len(result) != len(step.out_slots):
             raise LayerContractError(
-                f"{step.op}.forward must return a tuple of {len(step.out_slots)} outputs, got {_describe(result)}",
+                f"{step.op}.forward must return a tuple of {len(step.out_slots)} outputs, got {describe(result)}",
                 step.node,
             )
         for slot, item in zip(step.out_slots, result):
@@ -296,7 +297,7 @@ def _call_error(step: Step, what: str, args, exc: Exception) -> EngineError:
     """The error that reports a failed layer call, naming the node."""
     if isinstance(exc, MemoryError):  # an output too big for this machine: the request's size, not a server fault
         return LimitError(f"{step.op}.{what} needs more memory than the server has: {exc}", step.node)
-    shapes = ", ".join(f"{_describe(a)}" for a in args)
+    shapes = ", ".join(describe(a) for a in args)
     return ComputeError(f"{step.op}.{what} failed on ({shapes}): {exc}", step.node)
 
 
@@ -305,7 +306,7 @@ def _as_array(step: Step, value) -> np.ndarray:
         return value
     if isinstance(value, (np.generic, int, float, bool)):
         return np.asarray(value)
-    raise LayerContractError(f"{step.op}.forward returned {_describe(value)}, not an array", step.node)
+    raise LayerContractError(f"{step.op}.forward returned {describe(value)}, not an array", step.node)
 
 
 def _accumulate(grads: list, slot: int, grad: np.ndarray) -> None:
@@ -316,14 +317,6 @@ def _accumulate(grads: list, slot: int, grad: np.ndarray) -> None:
 
 def _is_float(value: np.ndarray) -> bool:
     return value.dtype.kind == "f"
-
-
-def _describe(value) -> str:
-    if isinstance(value, np.ndarray):
-        return f"{value.dtype.name}{list(value.shape)}"
-    if isinstance(value, tuple):
-        return f"a tuple of {len(value)}"
-    return type(value).__name__
 
 
 def _arrays(values, layers):
