@@ -34,7 +34,8 @@ class InputCheck:
 
 
 def check_gradients(plan: Plan, feeds, wrt=None, output_grads=None, eps: float = 1e-4,
-                    max_elements: int | None = None, should_stop=None) -> list[InputCheck]:
+                    max_elements: int | None = None,
+                    should_stop: engine.ShouldStop | None = None) -> list[InputCheck]:
     """Compare backprop with central differences of L = sum(output * seed) for each wrt input.
 
     Runs forward twice per element of each checked input, so ``max_elements``
