@@ -6,10 +6,11 @@ client's deadline (which a hostile client does not set) ends the wait, so 16 sil
 the server. StreamGuard is one interceptor, applied to every method of every service on the server (ours,
 KServe, health, reflection), so no handler has anything to call:
 
-- every call that streams (requests or responses) counts as an open stream for its whole life; at most
-  ``max-streams`` are open at once, and at most half of them from one peer address (gRPC names the peer,
-  so that much is possible), so the rest of the pool always serves unary work. One over is refused at once
-  with RESOURCE_EXHAUSTED naming the limit;
+- a call waiting on its client holds one of ``max-streams`` places: a stream (requests or responses) for its
+  whole life, a unary call until its message has come. At most half the places go to one peer address (gRPC
+  names the peer, so that much is possible), and the rest of the pool always serves work. A stream over the
+  caps is refused at once with RESOURCE_EXHAUSTED naming the limit; a unary call over them still runs if its
+  message comes within UNARY_GRACE (a client's message comes with its call), else it is ended the same way;
 - every wait for a client's message, the single message of a unary call included, ends after
   ``stream-idle-seconds`` with DEADLINE_EXCEEDED naming the limit;
 - every stream ends after ``stream-max-seconds`` with DEADLINE_EXCEEDED naming the limit.
@@ -22,7 +23,10 @@ clock read per message.
 
 A stream handler (RunStream, Session, Train) just iterates its request iterator: it is already guarded. A
 handler that needs to read outside that iterator can call ``guarded(request_iterator, context)`` itself; it
-returns an already guarded iterator unchanged.
+returns an already guarded iterator unchanged. Before a stream handler allocates what a message announces,
+it calls ``guard.admit(context, nbytes, what)``: under --max-memory that reserves the bytes until the call
+ends (LimitError, RESOURCE_EXHAUSTED, when they do not fit), and a large call has memory trimmed after it.
+Unary calls are admitted by the guard itself, with their message's size.
 """
 
 from __future__ import annotations
@@ -46,6 +50,9 @@ _LOGGER = logging.getLogger(__name__)
 #: How often the watchdog looks at the watched calls, as a share of the shortest time bound.
 _TICKS_PER_BOUND = 8
 _MIN_TICK, _MAX_TICK = 0.02, 1.0
+#: Seconds a unary call's message has to arrive when max-streams calls already wait on their clients: a
+#: client's message comes with its call, so only a silent call misses it, and it holds a thread no longer.
+UNARY_GRACE = 0.1
 
 
 def peer_address(peer: str) -> str:
@@ -59,9 +66,12 @@ def peer_address(peer: str) -> str:
 class _Watch:
     """One watched call: when it started, since when it has been waiting for its client (None: it is not)."""
 
-    __slots__ = ("context", "started", "waiting_since", "peer", "streaming", "fired", "released")
+    __slots__ = ("context", "started", "waiting_since", "peer", "streaming", "fired", "released", "counted",
+                 "grace")
 
     def __init__(self, context: grpc.ServicerContext, peer: str, streaming: bool):
+        self.counted = False  # holds one of the max-streams places
+        self.grace: float | None = None  # a unary call over the caps: seconds its message has to arrive
         self.context = context
         self.started = time.monotonic()
         self.waiting_since: float | None = None
@@ -110,7 +120,8 @@ class StreamGuard(grpc.ServerInterceptor):
         self.max_streams_per_peer = max(1, self.max_streams // 2)
         self._lock = threading.Lock()
         self._watches: set[_Watch] = set()
-        self._streams = 0
+        self._held = 0  # streams open, and unary calls waiting for their message
+        self._hurry = threading.Event()  # a unary call over the caps waits: look every UNARY_GRACE / 4
         self._per_peer: Counter[str] = Counter()
         self._stopped = threading.Event()
         self._tick = min(_MAX_TICK, max(_MIN_TICK, min(self.idle_seconds, self.max_seconds) / _TICKS_PER_BOUND))
@@ -122,18 +133,28 @@ class StreamGuard(grpc.ServerInterceptor):
     # -- what the handlers see --
 
     def open(self, context: grpc.ServicerContext, streaming: bool) -> _Watch:
-        """Watch a call (a stream counts against the caps: LimitError when over); release() it when done."""
+        """Watch a call; release() it when done. A stream takes one of the max-streams places for its whole life
+        (LimitError when none is left, in all or for its peer); a unary call takes one while it waits for its
+        message, and over the caps it gets UNARY_GRACE seconds for its message to come."""
         peer = peer_address(context.peer())
         watch = _Watch(context, peer, streaming)
         with self._lock:
-            if streaming:
-                if self._streams >= self.max_streams:
-                    raise LimitError(f"{self._streams} streams are open, the max-streams limit: try again later")
-                if self._per_peer[peer] >= self.max_streams_per_peer:
-                    raise LimitError(f"this peer has {self._per_peer[peer]} streams open, as many as one peer may "
-                                     f"(half the max-streams limit of {self.max_streams}): try again later")
-                self._streams += 1
+            if self._held >= self.max_streams:
+                full = f"{self._held} calls are open waiting on their clients, the max-streams limit"
+            elif self._per_peer[peer] >= self.max_streams_per_peer:
+                full = (f"this peer has {self._per_peer[peer]} calls open waiting on it, as many as one peer may "
+                        f"(half the max-streams limit of {self.max_streams})")
+            else:
+                full = None
+            if full is not None and streaming:
+                raise LimitError(full + ": try again later")
+            if full is None:
+                watch.counted = True
+                self._held += 1
                 self._per_peer[peer] += 1
+            else:
+                watch.grace = UNARY_GRACE
+                self._hurry.set()
             self._watches.add(watch)
         # Released when the call ends, however it ends (the handler may never finish iterating).
         if not context.add_callback(lambda: self.release(watch)):
@@ -146,18 +167,20 @@ class StreamGuard(grpc.ServerInterceptor):
                 return
             watch.released = True
             self._watches.discard(watch)
-            if watch.streaming:
-                self._streams -= 1
+            if watch.counted:
+                self._held -= 1
                 self._per_peer[watch.peer] -= 1
                 if not self._per_peer[watch.peer]:
                     del self._per_peer[watch.peer]
 
     def open_streams(self) -> int:
+        """Calls holding a max-streams place: open streams, and unary calls waiting for their message."""
         with self._lock:
-            return self._streams
+            return self._held
 
     def stop(self) -> None:
         self._stopped.set()
+        self._hurry.set()
         if self.trimmer is not None:
             self.trimmer.stop()
 
@@ -180,7 +203,7 @@ class StreamGuard(grpc.ServerInterceptor):
                 watch = self._open_or_abort(context, streaming=False)
                 try:
                     sized = next(GuardedIterator(self, watch, requests), None)
-                except (DeadlineError, CancelledError) as exc:
+                except (DeadlineError, CancelledError, LimitError) as exc:
                     # The watchdog already gave the client its status, or the call is over (the client left,
                     # or gRPC refused the message as too large): abort ends the handler quietly either way.
                     context.abort(grpc.StatusCode.CANCELLED, str(exc))
@@ -237,27 +260,38 @@ class StreamGuard(grpc.ServerInterceptor):
     # -- the watchdog --
 
     def _watch_loop(self) -> None:
-        # A fixed tick, never woken by a new call: waking this thread per call made every tiny call wait for
-        # the GIL it took (a Run's p50 went from 0.9 to 4.8 ms).
-        while not self._stopped.wait(self._tick):
+        # A fixed tick, never woken by an ordinary call: waking this thread per call made every tiny call wait
+        # for the GIL it took (a Run's p50 went from 0.9 to 4.8 ms). Only a call over the caps hurries it.
+        while not self._stopped.is_set():
+            hurry = self._hurry.wait(self._tick)
+            if hurry:
+                self._stopped.wait(UNARY_GRACE / 4)
             with self._lock:
                 watches = list(self._watches)
+                if not any(watch.grace is not None for watch in watches):
+                    self._hurry.clear()
             now = time.monotonic()
             for watch in watches:
                 if watch.fired is not None:
                     continue
                 waiting_since = watch.waiting_since
-                if waiting_since is not None and now - waiting_since > self.idle_seconds:
+                if watch.grace is not None and waiting_since is not None and now - waiting_since > watch.grace:
+                    self._fire(watch, LimitError(
+                        f"no message from the client within {watch.grace:g}s while the max-streams limit of "
+                        f"{self.max_streams} calls (half of it per peer) already wait on their clients"),
+                        grpc.StatusCode.RESOURCE_EXHAUSTED)
+                elif waiting_since is not None and now - waiting_since > self.idle_seconds:
                     self._fire(watch, DeadlineError(f"no message from the client for {self.idle_seconds:g}s, the "
                                                     "stream-idle-seconds limit"))
                 elif watch.streaming and now - watch.started > self.max_seconds:
                     self._fire(watch, DeadlineError(f"the stream was open {self.max_seconds:g}s, the "
                                                     "stream-max-seconds limit"))
 
-    def _fire(self, watch: _Watch, error: Exception) -> None:
+    def _fire(self, watch: _Watch, error: Exception,
+              code: grpc.StatusCode = grpc.StatusCode.DEADLINE_EXCEEDED) -> None:
         watch.fired = error
         _LOGGER.info("ending a call from %s: %s", watch.peer, error)
-        end_call(watch.context, grpc.StatusCode.DEADLINE_EXCEEDED, str(error))
+        end_call(watch.context, code, str(error))
 
 
 def end_call(context: grpc.ServicerContext, code: grpc.StatusCode, details: str) -> None:
