@@ -9,8 +9,9 @@ KServe, health, reflection), so no handler has anything to call:
 - a call waiting on its client holds one of ``max-streams`` places: a stream (requests or responses) for its
   whole life, a unary call until its message has come. At most half the places go to one peer address (gRPC
   names the peer, so that much is possible), and the rest of the pool always serves work. A stream over the
-  caps is refused at once with RESOURCE_EXHAUSTED naming the limit; a unary call over them still runs if its
-  message comes within UNARY_GRACE (a client's message comes with its call), else it is ended the same way;
+  caps is refused at once with RESOURCE_EXHAUSTED naming the limit; a unary call needs a place only once it
+  has waited UNARY_SLOW for its message (a client's message comes with its call), and is ended the same way
+  when none is left;
 - every wait for a client's message, the single message of a unary call included, ends after
   ``stream-idle-seconds`` with DEADLINE_EXCEEDED naming the limit;
 - every stream ends after ``stream-max-seconds`` with DEADLINE_EXCEEDED naming the limit.
@@ -50,9 +51,10 @@ _LOGGER = logging.getLogger(__name__)
 #: How often the watchdog looks at the watched calls, as a share of the shortest time bound.
 _TICKS_PER_BOUND = 8
 _MIN_TICK, _MAX_TICK = 0.02, 1.0
-#: Seconds a unary call's message has to arrive when max-streams calls already wait on their clients: a
-#: client's message comes with its call, so only a silent call misses it, and it holds a thread no longer.
-UNARY_GRACE = 0.1
+#: Seconds a unary call may wait for its message before it needs a max-streams place: a client's message
+#: comes with its call, so only a silent one waits that long (on a loaded machine a served call's wait reached
+#: 0.1 s, so the bound is well above that); with no place left it is ended then.
+UNARY_SLOW = 0.5
 
 
 def peer_address(peer: str) -> str:
@@ -66,12 +68,10 @@ def peer_address(peer: str) -> str:
 class _Watch:
     """One watched call: when it started, since when it has been waiting for its client (None: it is not)."""
 
-    __slots__ = ("context", "started", "waiting_since", "peer", "streaming", "fired", "released", "counted",
-                 "grace")
+    __slots__ = ("context", "started", "waiting_since", "peer", "streaming", "fired", "released", "counted")
 
     def __init__(self, context: grpc.ServicerContext, peer: str, streaming: bool):
         self.counted = False  # holds one of the max-streams places
-        self.grace: float | None = None  # a unary call over the caps: seconds its message has to arrive
         self.context = context
         self.started = time.monotonic()
         self.waiting_since: float | None = None
@@ -121,7 +121,6 @@ class StreamGuard(grpc.ServerInterceptor):
         self._lock = threading.Lock()
         self._watches: set[_Watch] = set()
         self._held = 0  # streams open, and unary calls waiting for their message
-        self._hurry = threading.Event()  # a unary call over the caps waits: look every UNARY_GRACE / 4
         self._per_peer: Counter[str] = Counter()
         self._stopped = threading.Event()
         self._tick = min(_MAX_TICK, max(_MIN_TICK, min(self.idle_seconds, self.max_seconds) / _TICKS_PER_BOUND))
@@ -134,32 +133,35 @@ class StreamGuard(grpc.ServerInterceptor):
 
     def open(self, context: grpc.ServicerContext, streaming: bool) -> _Watch:
         """Watch a call; release() it when done. A stream takes one of the max-streams places for its whole life
-        (LimitError when none is left, in all or for its peer); a unary call takes one while it waits for its
-        message, and over the caps it gets UNARY_GRACE seconds for its message to come."""
+        (LimitError when none is left, in all or for its peer). A unary call takes one only once it has waited
+        UNARY_SLOW for its message (the watchdog sees to it), and is ended if none is left then."""
         peer = peer_address(context.peer())
         watch = _Watch(context, peer, streaming)
         with self._lock:
-            if self._held >= self.max_streams:
-                full = f"{self._held} calls are open waiting on their clients, the max-streams limit"
-            elif self._per_peer[peer] >= self.max_streams_per_peer:
-                full = (f"this peer has {self._per_peer[peer]} calls open waiting on it, as many as one peer may "
-                        f"(half the max-streams limit of {self.max_streams})")
-            else:
-                full = None
-            if full is not None and streaming:
-                raise LimitError(full + ": try again later")
-            if full is None:
-                watch.counted = True
-                self._held += 1
-                self._per_peer[peer] += 1
-            else:
-                watch.grace = UNARY_GRACE
-                self._hurry.set()
+            if streaming:
+                full = self._full(peer)
+                if full is not None:
+                    raise LimitError(full + ": try again later")
+                self._take_place(watch)
             self._watches.add(watch)
         # Released when the call ends, however it ends (the handler may never finish iterating).
         if not context.add_callback(lambda: self.release(watch)):
             self.release(watch)
         return watch
+
+    def _full(self, peer: str) -> str | None:
+        """Why no place is left for a call from ``peer`` (None: one is); called under the lock."""
+        if self._held >= self.max_streams:
+            return f"{self._held} calls are open waiting on their clients, the max-streams limit"
+        if self._per_peer[peer] >= self.max_streams_per_peer:
+            return (f"this peer has {self._per_peer[peer]} calls open waiting on it, as many as one peer may "
+                    f"(half the max-streams limit of {self.max_streams})")
+        return None
+
+    def _take_place(self, watch: _Watch) -> None:
+        watch.counted = True
+        self._held += 1
+        self._per_peer[watch.peer] += 1
 
     def release(self, watch: _Watch) -> None:
         with self._lock:
@@ -179,8 +181,9 @@ class StreamGuard(grpc.ServerInterceptor):
             return self._held
 
     def stop(self) -> None:
+        """End the watchdog (and the trimmer) and wait for them: a stopped server leaves no thread behind."""
         self._stopped.set()
-        self._hurry.set()
+        self._thread.join()
         if self.trimmer is not None:
             self.trimmer.stop()
 
@@ -260,27 +263,31 @@ class StreamGuard(grpc.ServerInterceptor):
     # -- the watchdog --
 
     def _watch_loop(self) -> None:
-        # A fixed tick, never woken by an ordinary call: waking this thread per call made every tiny call wait
-        # for the GIL it took (a Run's p50 went from 0.9 to 4.8 ms). Only a call over the caps hurries it.
-        while not self._stopped.is_set():
-            hurry = self._hurry.wait(self._tick)
-            if hurry:
-                self._stopped.wait(UNARY_GRACE / 4)
+        # A fixed tick, never woken by a call: waking this thread per call made every tiny call wait for the
+        # GIL it took (a Run's p50 went from 0.9 to 4.8 ms).
+        tick = min(self._tick, UNARY_SLOW)
+        while not self._stopped.wait(tick):
+            now = time.monotonic()
             with self._lock:
                 watches = list(self._watches)
-                if not any(watch.grace is not None for watch in watches):
-                    self._hurry.clear()
-            now = time.monotonic()
+                refused = []
+                for watch in watches:
+                    waiting_since = watch.waiting_since
+                    if (not watch.counted and not watch.released and watch.fired is None
+                            and waiting_since is not None and now - waiting_since > UNARY_SLOW):
+                        full = self._full(watch.peer)
+                        if full is None:
+                            self._take_place(watch)
+                        else:
+                            refused.append((watch, full))
+            for watch, full in refused:
+                self._fire(watch, LimitError(f"no message from the client within {UNARY_SLOW:g}s, and {full}"),
+                           grpc.StatusCode.RESOURCE_EXHAUSTED)
             for watch in watches:
                 if watch.fired is not None:
                     continue
                 waiting_since = watch.waiting_since
-                if watch.grace is not None and waiting_since is not None and now - waiting_since > watch.grace:
-                    self._fire(watch, LimitError(
-                        f"no message from the client within {watch.grace:g}s while the max-streams limit of "
-                        f"{self.max_streams} calls (half of it per peer) already wait on their clients"),
-                        grpc.StatusCode.RESOURCE_EXHAUSTED)
-                elif waiting_since is not None and now - waiting_since > self.idle_seconds:
+                if waiting_since is not None and now - waiting_since > self.idle_seconds:
                     self._fire(watch, DeadlineError(f"no message from the client for {self.idle_seconds:g}s, the "
                                                     "stream-idle-seconds limit"))
                 elif watch.streaming and now - watch.started > self.max_seconds:
@@ -289,6 +296,8 @@ class StreamGuard(grpc.ServerInterceptor):
 
     def _fire(self, watch: _Watch, error: Exception,
               code: grpc.StatusCode = grpc.StatusCode.DEADLINE_EXCEEDED) -> None:
+        if watch.fired is not None:
+            return
         watch.fired = error
         _LOGGER.info("ending a call from %s: %s", watch.peer, error)
         end_call(watch.context, code, str(error))
