@@ -218,7 +218,7 @@ class _Importer:
         array = np.asarray(array)
         dtype = self._checked(array.dtype, name or "constant")
         flat = array.reshape(-1)
-        given = ({"ints": [int(v) for v in flat]} if array.dtype.kind in "biu" else
+        given = ({"value_ints": [int(v) for v in flat]} if array.dtype.kind in "biu" else
                  {"value": [float(v) for v in flat]})
         return self.graph.node("Constant", name=name, shape=list(array.shape), dtype=dtype, **given)
 
