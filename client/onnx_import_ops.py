@@ -500,6 +500,62 @@ def _lp_norm(imp, node, attrs):
     imp.emit(node, "Div", [x, safe])
 
 
+# -- convolution, pooling and the normalizations with layers of their own --
+
+_WINDOW = {"kernel_shape": _ints, "strides": _ints, "pads": _ints, "dilations": _ints, "auto_pad": _text}
+
+
+def _window(attrs, *extra: str) -> dict:
+    given = {k: convert(attrs[k]) for k, convert in _WINDOW.items() if k in attrs}
+    given.update({k: bool(attrs[k]) for k in extra if k in attrs})
+    return given
+
+
+def _conv(imp, node, attrs):
+    x, w = node.input[0], node.input[1]
+    b = node.input[2] if len(node.input) > 2 and node.input[2] else None
+    if b is None:  # Conv's bias is optional; ours is not, and zeros add nothing
+        shape = imp.shape_of(w)
+        if shape is None or shape[0] < 0:
+            raise NodeProblem(f"without a bias, the shape of the filters {w!r} must be known at import")
+        b = imp.constant(np.zeros(shape[0], dtype=imp.dtype_of(w) or np.dtype(imp.graph.dtype)))
+    imp.emit(node, "Convolution", [x, w, b], group=int(attrs.get("group", 1)), **_window(attrs))
+
+
+def _pool(mode: str) -> Callable:
+    def handle(imp, node, attrs):
+        if len(node.output) > 1 and node.output[1]:
+            raise NodeProblem("MaxPool's Indices output is not supported; use only its first output")
+        if attrs.get("storage_order", 0):
+            raise NodeProblem("storage_order=1 (column-major indices) is not supported")
+        imp.emit(node, "Pooling", [node.input[0]], mode=mode, **_window(attrs, "ceil_mode", "count_include_pad"))
+    return handle
+
+
+def _batch_norm(imp, node, attrs):
+    if len(node.input) != 5:
+        raise NodeProblem(f"BatchNormalization takes 5 inputs, got {len(node.input)}")
+    if "spatial" in attrs and not attrs["spatial"]:
+        raise NodeProblem("spatial=0 (opset < 9, statistics per element) is not supported")
+    training = bool(attrs.get("training_mode", 0)) or imp.opset < 14 and len([o for o in node.output if o]) > 1
+    if training:
+        imp.training = True  # the batch's statistics: run with training=True
+    given = {"epsilon": float(attrs.get("epsilon", 1e-5)), "momentum": float(attrs.get("momentum", 0.9)),
+             "spatial": True}
+    imp.emit_all(node, "BatchNormalization", list(node.input), 3, **given)
+
+
+def _layer_norm(imp, node, attrs):
+    x, scale = node.input[0], node.input[1]
+    bias = node.input[2] if len(node.input) > 2 and node.input[2] else _float(imp, x, 0.0)
+    imp.emit_all(node, "LayerNormalization", [x, scale, bias], 3, axis=int(attrs.get("axis", -1)),
+                 epsilon=float(attrs.get("epsilon", 1e-5)))
+
+
+def _gelu(imp, node, attrs):
+    imp.emit(node, "Gelu", [node.input[0]], approximate=_text(attrs.get("approximate", b"none")))
+
+
 HANDLERS: dict[str, Callable] = {
     **{op: _same(op) for op in (
         "Add", "Sub", "Mul", "MatMul", "Relu", "Sigmoid", "Tanh", "Exp", "Log", "Neg", "Identity",
@@ -569,6 +625,16 @@ HANDLERS: dict[str, Callable] = {
     "RMSNormalization": _rms_norm,
     "MeanVarianceNormalization": _mean_variance_norm,
     "LpNormalization": _lp_norm,
+    "Conv": _conv,
+    "MaxPool": _pool("max"),
+    "AveragePool": _pool("average"),
+    "GlobalAveragePool": _same("GlobalAveragePool"),
+    "GlobalMaxPool": _same("GlobalMaxPool"),
+    "BatchNormalization": _batch_norm,
+    "LayerNormalization": _layer_norm,
+    "Gelu": _gelu,
+    "Erf": _same("Erf"),
+    "LogSoftmax": lambda imp, node, attrs: _softmax(imp, node, attrs, "LogSoftmax"),
 }
 
 #: Ops computed at import when all their inputs are constants (shape arithmetic and constant expressions).
