@@ -637,5 +637,19 @@ HANDLERS: dict[str, Callable] = {
     "LogSoftmax": lambda imp, node, attrs: _softmax(imp, node, attrs, "LogSoftmax"),
 }
 
+#: How the ONNX ops without a same-named gradserve layer are imported (the supported-op table says so).
+IMPORTED_AS = {
+    "Sum": "a chain of Add", "Mean": "a chain of Add, then Div", "Max": "a chain of Max", "Min": "a chain of Min",
+    "Concat": "a chain of Concat", "Split": "one Slice per output", "CastLike": "Cast", "Scatter": "ScatterElements",
+    "ReduceSum": "Sum", "ReduceMean": "Mean", "Conv": "Convolution", "MaxPool": "Pooling (mode max)",
+    "AveragePool": "Pooling (mode average)", "Dropout": "Identity (inference; a training-mode Dropout is refused)",
+    "InstanceNormalization": "Mean, Sub, Mul, Sqrt, Div, Add (its ONNX function)",
+    "GroupNormalization": "Reshape, Mean, Sub, Mul, Sqrt, Div, Add (its ONNX function)",
+    "RMSNormalization": "Mul, Mean, Add, Sqrt, Div (its ONNX function)",
+    "MeanVarianceNormalization": "Mean, Sub, Mul, Sqrt, Add, Div (its ONNX function)",
+    "LpNormalization": "ReduceL1 or ReduceL2, Equal, Where, Div",
+    "Constant": "Constant (or folded into what uses it)",
+}
+
 #: Ops computed at import when all their inputs are constants (shape arithmetic and constant expressions).
 FOLDABLE = frozenset(HANDLERS) - {"Constant", "Dropout"}
