@@ -214,7 +214,8 @@ def test_shape_computed_at_run_time_is_a_clear_error():
     """A Reshape whose shape is a run-time value cannot be imported; the error names the node and the fix."""
     s = helper.make_tensor_value_info("s", TensorProto.INT64, [2])
     model = make_model([N("Reshape", ["x", "s"], ["out"], name="reshape")], {"x": [2, 3], "s": s}, ["out"])
-    with pytest.raises(OnnxConversionError, match=r"Reshape node reshape \(opset 18\): its shape \('s'\) must be a constant"):
+    with pytest.raises(OnnxConversionError,
+                       match=r"Reshape node reshape \(opset 18\): its shape \('s'\) must be a constant"):
         import_onnx(model)
 
 
