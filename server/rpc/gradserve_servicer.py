@@ -15,7 +15,7 @@ from gradserve.proto import gradserve_pb2 as pb
 from gradserve.proto import gradserve_pb2_grpc as pb_grpc
 from gradserve.proto import streaming, wire
 from gradserve.proto.tensors import from_tensor_map, to_tensor, to_tensor_map
-from gradserve.server.rpc import convert, status
+from gradserve.server.rpc import convert, session_servicer, status
 from gradserve.server.rpc.interceptors import KINDS
 from gradserve.server.engine import execute as engine
 from gradserve.server.engine.errors import CancelledError, DeadlineError, EngineError, GraphError, LimitError
@@ -94,6 +94,8 @@ def add_to_server(servicer: "GradServeServicer", server: grpc.Server) -> None:
             deserialize, serialize = decoder.decode, wire.serialize
         elif method.name == "RunStream":
             deserialize, serialize = streaming.deserialize, streaming.serialize
+        elif method.name == "Session":
+            deserialize, serialize = session_servicer.DESERIALIZE, session_servicer.SERIALIZE
         else:
             deserialize = message_factory.GetMessageClass(method.input_type).FromString
             serialize = message_factory.GetMessageClass(method.output_type).SerializeToString
@@ -109,6 +111,7 @@ class GradServeServicer(pb_grpc.GradServeServicer):
         self.service = service
         self.guard = guard  # admits a stream's tensor bytes (the memory budget); unary calls are admitted by it too
         self._layers = convert.list_layers_response(service.registry)
+        self.Session = session_servicer.SessionHandler(service, self._plan, self._stopper, replica_id)
 
     def _stopper(self, context):
         return stopper(context, self.service.limits.max_call_seconds)

@@ -18,6 +18,7 @@ from gradserve.server.service.limits import Limits
 from gradserve.server.engine.plan import Plan, compile_graph
 from gradserve.server.service.registry import Registry
 from gradserve.server.service.sessions import SessionStore
+from gradserve.server.service.stream_sessions import StreamSessions
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -38,6 +39,7 @@ class Service:
         self.limits = limits
         self.observe = observe  # told every layer call's time (metrics); None costs nothing
         self.sessions = SessionStore(limits.session_ttl, limits.max_sessions, limits.max_session_bytes)
+        self.streams = StreamSessions(self)  # Session streams' sessions (held in self.sessions too)
         self._plans: OrderedDict[str, Plan] = OrderedDict()
         self._named: dict[str, NamedGraph] = {}
         self._pinned: dict[str, Plan] = {}  # plans of named graphs are never evicted
