@@ -17,7 +17,9 @@ from gradserve.proto import streaming, wire
 from gradserve.proto.tensors import from_tensor_map, to_tensor, to_tensor_map
 from gradserve.server.rpc import convert, session_servicer, status
 from gradserve.server.rpc.interceptors import KINDS
+from gradserve.server.engine import execute as engine
 from gradserve.server.engine.errors import CancelledError, DeadlineError, EngineError, GraphError, LimitError
+from gradserve.server.engine.execute import ShouldStop
 from gradserve.server.rpc.streams import StreamGuard
 from gradserve.server.service.operations import Service
 
@@ -53,7 +55,7 @@ def handled(method):
 CHECK_SECONDS = 1e-3
 
 
-def stopper(context: grpc.ServicerContext, max_seconds: float | None = None):
+def stopper(context: grpc.ServicerContext, max_seconds: float | None = None) -> ShouldStop:
     """A check the engine calls between nodes: stop once the caller cancelled, its deadline passed,
     or the call ran past the server's max-call-seconds limit (looked at once per CHECK_SECONDS)."""
     give_up = None if max_seconds is None else time.monotonic() + max_seconds
@@ -186,7 +188,7 @@ class GradServeServicer(pb_grpc.GradServeServicer):
 
     def _run(self, request: pb.RunRequest, tensors: dict, context) -> tuple[pb.RunResponse, dict]:
         plan = self._plan(request.graph)
-        wrt = [] if request.no_grad else (list(request.wrt) or None)
+        wrt = engine.FORWARD_ONLY if request.no_grad else (list(request.wrt) or None)
         args = (plan, from_tensor_map(tensors["feeds"], "feed"),
                 from_tensor_map(tensors["output_grads"], "output gradient"),
                 wrt, request.training, request.seed if request.HasField("seed") else None, self._stopper(context))
