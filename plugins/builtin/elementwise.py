@@ -12,17 +12,13 @@ import numpy as np
 from gradserve.plugins import Attr, Layer, reduce_to_shape
 
 
-def _like(x, value: float):
-    """``value`` as a 0-d array of x's float dtype (a Python float would keep float32; this reads plainer)."""
-    return np.asarray(value, dtype=x.dtype if x.dtype.kind == "f" else np.float64)
-
-
 def _softplus(x):
-    return np.logaddexp(_like(x, 0.0), x)
+    # logaddexp(0, x) is log(1 + exp(x)) without overflow; a Python 0.0 keeps float32 float32.
+    return np.logaddexp(0.0, x)
 
 
 def _sigmoid(x):
-    return np.exp(-np.logaddexp(_like(x, 0.0), -x))
+    return np.exp(-np.logaddexp(0.0, -x))
 
 
 class _Unary(Layer):
@@ -120,7 +116,7 @@ class _Flat(Layer):
     inputs = ("x",)
 
     def forward(self, x):
-        self.x_shape, self.dtype = x.shape, x.dtype
+        self.x_shape = x.shape
         return self.f(x)
 
     def backward(self, dout):
