@@ -78,6 +78,16 @@ class Slice(Layer):
         return (dx,)
 
 
+def _indices_along(data, axis: int, indices) -> tuple[int, np.ndarray]:
+    """The axis (negative counted from the end) and ``indices`` into it with negatives counted from the end;
+    ValueError for an index outside the axis (Gather's and GatherElements' rule)."""
+    axis = _axis(axis, data.ndim)
+    n = data.shape[axis]
+    if indices.size and (indices.min() < -n or indices.max() >= n):
+        raise ValueError(f"indices outside [-{n}, {n - 1}] for axis {axis} of length {n}")
+    return axis, np.where(indices < 0, indices + n, indices)
+
+
 class Gather(Layer):
     """Slices of data picked by integer indices along an axis (embeddings: the gradient adds into the rows)."""
 
@@ -86,12 +96,8 @@ class Gather(Layer):
     attributes = {"axis": Attr("int", 0, "the axis indexed")}
 
     def forward(self, data, indices):
-        axis = _axis(self.axis, data.ndim)
-        n = data.shape[axis]
-        if indices.size and (indices.min() < -n or indices.max() >= n):
-            raise ValueError(f"indices outside [-{n}, {n - 1}] for axis {axis} of length {n}")
-        self.shape, self.axis_, self.indices = data.shape, axis, np.where(indices < 0, indices + n, indices)
-        return np.take(data, self.indices, axis=axis)
+        self.shape, self.axis_, self.indices = data.shape, *_indices_along(data, self.axis, indices)
+        return np.take(data, self.indices, axis=self.axis_)
 
     def backward(self, dout):
         axis, k = self.axis_, self.indices.ndim
@@ -109,12 +115,8 @@ class GatherElements(Layer):
     attributes = {"axis": Attr("int", 0, "the axis indexed")}
 
     def forward(self, data, indices):
-        axis = _axis(self.axis, data.ndim)
-        n = data.shape[axis]
-        if indices.size and (indices.min() < -n or indices.max() >= n):
-            raise ValueError(f"indices outside [-{n}, {n - 1}] for axis {axis} of length {n}")
-        self.shape, self.axis_, self.indices = data.shape, axis, np.where(indices < 0, indices + n, indices)
-        return np.take_along_axis(data, self.indices, axis=axis)
+        self.shape, self.axis_, self.indices = data.shape, *_indices_along(data, self.axis, indices)
+        return np.take_along_axis(data, self.indices, axis=self.axis_)
 
     def backward(self, dout):
         dx = np.zeros(self.shape, dtype=dout.dtype)
