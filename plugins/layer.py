@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import keyword
+import math
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
 
 ATTR_TYPES = ("int", "float", "bool", "str", "ints", "floats")
 REQUIRED: Any = type("Required", (), {"__repr__": lambda self: "REQUIRED"})()
 _RESERVED = frozenset({"name", "inputs", "outputs", "attributes", "differentiable", "doc",
-                       "training", "seed", "rng", "needs_input_grad", "forward", "backward"})
+                       "training", "seed", "rng", "needs_input_grad", "forward", "backward",
+                       "output_types"})
 
 
 class SchemaError(ValueError):
@@ -61,6 +63,13 @@ class Attr:
         raise TypeError(f"expected {kind}, got {type(value).__name__} {value!r}")
 
 
+class TensorType(NamedTuple):
+    """A tensor's shape and numpy dtype: what a layer's ``output_types`` rule reads and returns."""
+
+    shape: tuple[int, ...]
+    dtype: np.dtype
+
+
 class Layer:
     """Base class of every layer.
 
@@ -92,6 +101,12 @@ class Layer:
     gradient will be used, else a tuple of one bool per input: backward may
     skip computing a gradient marked False and return None in its place (as
     Affine skips ``dx`` when x is a batch of data, not a parameter).
+
+    ``output_types(*inputs)`` is the layer's shape rule: given each input's
+    TensorType, the TensorType of each output, computed without touching any
+    data, so the server refuses an output too large for its limits before
+    forward allocates it. It raises ValueError for inputs forward would reject.
+    A layer without one (it returns None) is sized only by running it.
     """
 
     name: ClassVar[str]
@@ -124,6 +139,10 @@ class Layer:
 
     def backward(self, *douts):
         raise NotImplementedError
+
+    def output_types(self, *inputs: TensorType) -> tuple[TensorType, ...] | None:
+        """Each output's shape and dtype from the inputs' alone (attributes set on self); None: unknown."""
+        return None
 
     # -- schema helpers, used by the registry, the engine and the conformance kit --
 
@@ -205,3 +224,34 @@ def reduce_to_shape(grad: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
         lead + i for i, n in enumerate(shape) if n == 1 and grad.shape[lead + i] != 1
     )
     return grad.sum(axis=axes, keepdims=True).reshape(shape) if axes else grad.reshape(shape)
+
+
+def elementwise_types(layer: Layer, *inputs: TensorType) -> tuple[TensorType, ...]:
+    """``output_types`` of a one-output layer whose output has its inputs' broadcast shape.
+
+    The dtype is what forward gives on one-element arrays of the inputs' dtypes and ranks (cheap, and
+    exactly numpy's promotion); a layer sets ``output_types = elementwise_types``.
+    """
+    shape = np.broadcast_shapes(*(i.shape for i in inputs))
+    return (TensorType(shape, probe_dtypes(layer, *inputs)[0]),)
+
+
+def probe_dtypes(layer: Layer, *inputs: TensorType) -> tuple[np.dtype, ...]:
+    """The dtype of each output of ``layer.forward`` on one-element arrays of the inputs' dtypes and ranks."""
+    with np.errstate(all="ignore"):
+        result = layer.forward(*(np.ones((1,) * len(i.shape), i.dtype) for i in inputs))
+    return tuple(np.asarray(r).dtype for r in (result if isinstance(result, tuple) else (result,)))
+
+
+def reshaped(size: int, shape: tuple[int, ...]) -> tuple[int, ...]:
+    """The shape numpy's reshape gives ``size`` elements for ``shape`` (one -1 inferred), or a ValueError."""
+    if any(d < -1 for d in shape) or list(shape).count(-1) > 1:
+        raise ValueError(f"cannot reshape to {list(shape)}: dimensions are >= 0, with at most one -1")
+    known = math.prod(d for d in shape if d != -1)
+    if -1 in shape:
+        if known == 0 or size % known:
+            raise ValueError(f"cannot reshape {size} elements into shape {list(shape)}")
+        return tuple(size // known if d == -1 else d for d in shape)
+    if known != size:
+        raise ValueError(f"cannot reshape {size} elements into shape {list(shape)}")
+    return tuple(shape)

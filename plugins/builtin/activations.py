@@ -2,13 +2,14 @@
 
 import numpy as np
 
-from gradserve.plugins import Attr, Layer
+from gradserve.plugins import Attr, Layer, elementwise_types
 
 
 class Relu(Layer):
     """Rectified linear unit: max(x, 0)."""
 
     inputs = ("x",)
+    output_types = elementwise_types
 
     def forward(self, x):
         self.mask = x <= 0
@@ -24,6 +25,7 @@ class Sigmoid(Layer):
     """Logistic sigmoid: 1 / (1 + exp(-x))."""
 
     inputs = ("x",)
+    output_types = elementwise_types
 
     def forward(self, x):
         # exp(-logaddexp(0, -x)) is 1/(1+exp(-x)) without overflow for large -x.
@@ -38,6 +40,7 @@ class Tanh(Layer):
     """Hyperbolic tangent."""
 
     inputs = ("x",)
+    output_types = elementwise_types
 
     def forward(self, x):
         self.out = np.tanh(x)
@@ -51,6 +54,7 @@ class Exp(Layer):
     """Elementwise exponential."""
 
     inputs = ("x",)
+    output_types = elementwise_types
 
     def forward(self, x):
         self.out = np.exp(x)
@@ -64,6 +68,7 @@ class Log(Layer):
     """Elementwise natural logarithm."""
 
     inputs = ("x",)
+    output_types = elementwise_types
 
     def forward(self, x):
         self.x = x
@@ -84,6 +89,7 @@ class Softmax(Layer):
     """Softmax along an axis (default: the last)."""
 
     inputs = ("x",)
+    output_types = elementwise_types
     attributes = {"axis": Attr("int", -1, "the axis that sums to one")}
 
     def forward(self, x):

@@ -2,7 +2,10 @@
 
 import numpy as np
 
-from gradserve.plugins import Attr, Layer, reduce_to_shape
+import math
+
+from gradserve.plugins import Attr, Layer, TensorType, elementwise_types, probe_dtypes, reduce_to_shape
+from gradserve.plugins.builtin.arithmetic import matmul_shape
 from gradserve.plugins.builtin.activations import softmax
 
 
@@ -19,6 +22,14 @@ class Affine(Layer):
         self.W = W
         self.b_shape = b.shape
         return self.x @ W + b
+
+    def output_types(self, x, W, b):
+        if not x.shape:
+            raise ValueError("x must have a batch axis: rank 1 or more (the book's (N, D))")
+        product = matmul_shape((x.shape[0], math.prod(x.shape[1:])), W.shape)
+        if np.broadcast_shapes(product, b.shape) != product:
+            raise ValueError(f"b of shape {b.shape} does not broadcast to the product's shape {product}")
+        return (TensorType(product, probe_dtypes(self, x, W, b)[0]),)
 
     def backward(self, dout):
         needs = self.needs_input_grad
@@ -58,6 +69,15 @@ class SoftmaxWithLoss(Layer):
         log_y = shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
         return np.asarray(-log_y[np.arange(batch), t_index].sum() / batch, dtype=x.dtype)
 
+    def output_types(self, x, t):
+        rows = 1 if len(x.shape) == 1 else x.shape[0]
+        if len(x.shape) not in (1, 2):
+            raise ValueError(f"SoftmaxWithLoss takes x of shape (N, classes) or (classes,), got {x.shape}")
+        if t.shape != x.shape and not (np.issubdtype(t.dtype, np.integer) and math.prod(t.shape) == rows):
+            raise ValueError(f"labels t must be one-hot of shape {x.shape} or integer class indices of length "
+                             f"{rows}, got {t.dtype} {t.shape}")
+        return (TensorType((), x.dtype),)
+
     def backward(self, dout):
         batch = self.y.shape[0]
         dx = self.y.copy()
@@ -71,6 +91,7 @@ class Dropout(Layer):
 
     inputs = ("x",)
     attributes = {"ratio": Attr("float", 0.5, "the fraction of units dropped in training")}
+    output_types = elementwise_types
 
     def forward(self, x):
         if not 0.0 <= self.ratio < 1.0:
@@ -119,6 +140,20 @@ class BatchNormalization(Layer):
         out = (gamma * self.xn + beta).reshape(self.input_shape)
         dtype = x.dtype
         return out, np.asarray(new_mean, dtype=dtype), np.asarray(new_var, dtype=dtype)
+
+    def output_types(self, x, gamma, beta, running_mean, running_var):
+        if not x.shape:
+            raise ValueError("x must have a batch axis: rank 1 or more")
+        rows = (x.shape[0], math.prod(x.shape[1:]))
+        stats = np.broadcast_shapes(running_mean.shape, running_var.shape)
+        if self.training:
+            stats = np.broadcast_shapes(stats, rows[1:])
+        out = np.broadcast_shapes(rows, gamma.shape, beta.shape, stats)
+        if out != rows:
+            raise ValueError(f"gamma {gamma.shape}, beta {beta.shape} and the running statistics must broadcast "
+                             f"to x's (N, D) = {rows}")
+        dtypes = probe_dtypes(self, x, gamma, beta, running_mean, running_var)
+        return TensorType(x.shape, dtypes[0]), TensorType(stats, dtypes[1]), TensorType(stats, dtypes[2])
 
     def backward(self, dout, drunning_mean=None, drunning_var=None):
         batch = self.xc.shape[0]

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+#: Exceptions a layer raises for inputs it cannot handle: the caller's fault, not the server's.
+INPUT_ERRORS = (ValueError, TypeError, IndexError, ArithmeticError)
+
 
 class EngineError(Exception):
     """Base of every error a request can cause in the engine."""

@@ -7,11 +7,9 @@ from typing import Callable, Iterable, Mapping
 
 import numpy as np
 
-from gradserve.server.engine.errors import ComputeError, EngineError, FeedError, LimitError
+from gradserve.server.engine.errors import INPUT_ERRORS, ComputeError, EngineError, FeedError, LimitError
 from gradserve.server.engine.plan import Plan, Step, check_feed
-
-#: Exceptions a layer raises for inputs it cannot handle: the caller's fault, not the server's.
-INPUT_ERRORS = (ValueError, TypeError, IndexError, ArithmeticError)
+from gradserve.server.engine.shapes import check_sizes
 
 
 #: Told how long each layer call took: ``observe(op, "forward" | "backward", seconds)`` (metrics hook it here).
@@ -216,6 +214,8 @@ def _forward(plan: Plan, feeds, training, seed, should_stop, observe) -> Pass:
             if problem:
                 raise FeedError(problem)
         values[slot] = value
+    if plan.sizes is not None:
+        check_sizes(plan, values, plan.sizes, training)
     layers: list = [None] * len(plan.steps)
     stateful = training or seed is not None
     # This loop is the engine's per-node cost (a 1000-node graph of tiny arrays is all overhead):

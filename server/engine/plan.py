@@ -97,6 +97,14 @@ def _instantiator(cls: type[Layer], attrs: dict) -> Callable[[], Layer]:
 BackwardStep = tuple[int, Step, "int | None", tuple[tuple[int, int], ...], int, "tuple[bool, ...] | None"]
 
 
+@dataclass(frozen=True)
+class SizeLimits:
+    """What one pass may compute: elements of any one value, and of all its values together."""
+
+    max_tensor_elements: int
+    max_pass_elements: int
+
+
 @dataclass
 class Plan:
     """A validated graph in topological order, with every name resolved to a slot index."""
@@ -110,7 +118,9 @@ class Plan:
     n_slots: int
     slot_names: tuple[str, ...]
     differentiable_inputs: frozenset[str] = frozenset()  # inputs some node reads in a differentiable position
+    sizes: SizeLimits | None = None  # checked before every pass (shapes.check_sizes); None: unchecked
     _backward_cache: dict = field(default_factory=dict, repr=False)
+    checked_signatures: dict = field(default_factory=dict, repr=False)  # feed signatures within `sizes`
     # Worked out once here so that a Run does not: each input's (spec, slot, numpy dtype), the differentiable
     # inputs' slots by name, and the backward steps when every one of them is differentiated.
     feed_checks: tuple[tuple[InputSpec, int, np.dtype | None], ...] = field(init=False, repr=False)
@@ -147,8 +157,13 @@ class Plan:
         return cached
 
 
-def compile_graph(spec: GraphSpec, registry: Layers, max_nodes: int | None = None) -> Plan:
-    """Check every rule a graph must follow and return its Plan; raise a GraphError naming the node."""
+def compile_graph(spec: GraphSpec, registry: Layers, max_nodes: int | None = None,
+                  sizes: SizeLimits | None = None) -> Plan:
+    """Check every rule a graph must follow and return its Plan; raise a GraphError naming the node.
+
+    With ``sizes``, an attribute list longer than max-tensor-elements is refused here, and every pass of the
+    plan has its values' sizes checked before it runs.
+    """
     if max_nodes is not None and len(spec.nodes) > max_nodes:
         raise LimitError(f"graph has {len(spec.nodes)} nodes, over the max-graph-nodes limit of {max_nodes}")
     producer: dict[str, str | None] = {}  # value name -> node that defines it (None: a graph input)
@@ -172,6 +187,8 @@ def compile_graph(spec: GraphSpec, registry: Layers, max_nodes: int | None = Non
                 f"unknown op {node.op!r}; the layers this server has are: {', '.join(registry.names())}", node.name
             )
         cls = entry.cls
+        if sizes is not None:
+            _check_attribute_sizes(node, sizes.max_tensor_elements)
         try:
             attrs = cls.bind_attributes(node.attrs)
         except SchemaError as exc:
@@ -232,7 +249,16 @@ def compile_graph(spec: GraphSpec, registry: Layers, max_nodes: int | None = Non
         differentiable_inputs=frozenset(i.name for i in spec.inputs if slot[i.name] in read_differentiably),
         input_slots={inp.name: slot[inp.name] for inp in spec.inputs},
         output_slots=output_slots, steps=tuple(steps), n_slots=len(slot_names), slot_names=tuple(slot_names),
+        sizes=sizes,
     )
+
+
+def _check_attribute_sizes(node, max_elements: int) -> None:
+    """Refuse an attribute list (a Constant's value) longer than one tensor may be."""
+    for name, value in node.attrs.items():
+        if isinstance(value, (tuple, list)) and len(value) > max_elements:
+            raise LimitError(f"attribute {name!r} has {len(value)} elements, over the max-tensor-elements limit "
+                             f"of {max_elements}", node.name)
 
 
 def _check_input(inp: InputSpec) -> None:

@@ -92,7 +92,7 @@ class Service:
             plan = self._pinned.get(graph_id) or self._plans.get(graph_id)
         if plan is not None:
             return plan
-        plan = compile_graph(spec, self.registry, self.limits.max_graph_nodes)
+        plan = compile_graph(spec, self.registry, self.limits.max_graph_nodes, self.limits.size_limits())
         with self._lock:
             self._plans[graph_id] = plan
             while len(self._plans) > self.limits.max_cached_plans:

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from gradserve.plugins import Attr, Layer
+from gradserve.plugins import Attr, Layer, TensorType
 from gradserve_conv.im2col import col2im, im2col, output_size
 
 _STRIDE = Attr("int", 1, "step between window positions, in pixels")
 
 
-def _check_image(layer: str, x: np.ndarray) -> None:
-    if x.ndim != 4:
+def _check_image(layer: str, x) -> None:
+    if len(x.shape) != 4:
         raise ValueError(f"{layer} takes x of shape (N, C, H, W), got shape {x.shape}")
 
 
@@ -36,15 +36,23 @@ class Convolution(Layer):
         "pad": Attr("int", 0, "zeros added on each side of every image"),
     }
 
-    def forward(self, x, W, b):
+    def output_types(self, x, W, b):
+        out_h, out_w = self._check(x, W, b)
+        return (TensorType((x.shape[0], W.shape[0], out_h, out_w), np.result_type(x.dtype, W.dtype, b.dtype)),)
+
+    def _check(self, x, W, b) -> tuple[int, int]:
+        """(out_h, out_w) for inputs of these shapes (arrays or TensorTypes), or a ValueError."""
         _check_image("Convolution", x)
-        if W.ndim != 4 or W.shape[1] != x.shape[1]:
+        if len(W.shape) != 4 or W.shape[1] != x.shape[1]:
             raise ValueError(f"Convolution takes W of shape (FN, C={x.shape[1]}, FH, FW) for x of shape {x.shape}, "
                              f"got {W.shape}")
-        if b.shape != (W.shape[0],):
+        if tuple(b.shape) != (W.shape[0],):
             raise ValueError(f"Convolution takes b of shape ({W.shape[0]},), one per filter, got {b.shape}")
+        return _check_window("Convolution", x.shape, W.shape[2:], self.stride, self.pad)
+
+    def forward(self, x, W, b):
+        out_h, out_w = self._check(x, W, b)
         n_filters, _, filter_h, filter_w = W.shape
-        out_h, out_w = _check_window("Convolution", x.shape, (filter_h, filter_w), self.stride, self.pad)
         self.x_shape = x.shape
         self.W_shape = W.shape
         self.col = im2col(x, filter_h, filter_w, self.stride, self.pad)
@@ -76,14 +84,22 @@ class Pooling(Layer):
         "pad": Attr("int", 0, "padding on each side; smaller than the window, and it never wins the max"),
     }
 
-    def forward(self, x):
+    def output_types(self, x):
+        out_h, out_w = self._check(x)
+        return (TensorType((x.shape[0], x.shape[1], out_h, out_w), x.dtype),)
+
+    def _check(self, x) -> tuple[int, int]:
+        """(out_h, out_w) for an x of this shape and dtype (an array or a TensorType), or a ValueError."""
         _check_image("Pooling", x)
         if x.dtype.kind != "f":
             raise ValueError(f"Pooling takes floating-point x, got {x.dtype}")
         if not 0 <= self.pad < min(self.pool_h, self.pool_w):
             raise ValueError(f"Pooling needs 0 <= pad < the window size so every window covers the image, "
                              f"got pad={self.pad} for a {self.pool_h}x{self.pool_w} window")
-        out_h, out_w = _check_window("Pooling", x.shape, (self.pool_h, self.pool_w), self.stride, self.pad)
+        return _check_window("Pooling", x.shape, (self.pool_h, self.pool_w), self.stride, self.pad)
+
+    def forward(self, x):
+        out_h, out_w = self._check(x)
         self.x_shape = x.shape
         # -inf padding, unlike the book's zeros: a padded pixel must never be the maximum of a window.
         col = im2col(x, self.pool_h, self.pool_w, self.stride, self.pad, pad_value=-np.inf)
