@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from gradserve.proto import kserve_pb2 as kpb
@@ -92,7 +94,7 @@ def _shape(tensor, what: str) -> tuple[tuple[int, ...], int]:
     shape = tuple(tensor.shape)
     if any(d < 0 for d in shape):
         raise TensorError(f"{what}: shape {list(shape)} has a negative dimension")
-    return shape, int(np.prod(shape, dtype=np.int64))
+    return shape, math.prod(shape)  # exact: numpy's int64 product wraps for a shape such as [2**40, 2**40]
 
 
 def _from_raw(tensor, data: bytes, what: str) -> np.ndarray:

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import sys
 import time
 from typing import Callable, Iterable, Mapping
 
 import numpy as np
 
-from gradserve.server.engine.errors import INPUT_ERRORS, ComputeError, EngineError, FeedError, LimitError
+from gradserve.server.engine.errors import INPUT_ERRORS, ComputeError, EngineError, FeedError, LimitError, listing
 from gradserve.server.engine.plan import Plan, Step, check_feed
 from gradserve.server.engine.shapes import check_sizes
 
+
+#: An ndarray object's own bytes, without its shape, strides or data (sys.getsizeof of a 0-d view).
+_ARRAY_HEADER = sys.getsizeof(np.empty(0)[:]) - 16
 
 #: Told how long each layer call took: ``observe(op, "forward" | "backward", seconds)`` (metrics hook it here).
 Observer = Callable[[str, str, float], None]
@@ -40,14 +44,23 @@ class Pass:
         return dict(zip(self.plan.slot_names, self.values))
 
     def nbytes(self) -> int:
-        """Bytes of the arrays this pass keeps alive (values and what layers cached), each buffer counted once."""
-        seen: set[int] = set()
-        total = 0
+        """Bytes this pass keeps alive: every array's buffer (once) and header, each layer object and its
+        attributes, the lists that hold them (Python's own sizes, sys.getsizeof)."""
+        arrays: set[int] = set()
+        buffers: set[int] = set()
+        total = sys.getsizeof(self.values) + sys.getsizeof(self.layers)
+        for layer in self.layers:
+            if layer is not None:
+                total += sys.getsizeof(layer) + sys.getsizeof(layer.__dict__)
         for array in _arrays(self.values, self.layers):
+            if id(array) in arrays:
+                continue
+            arrays.add(id(array))
+            total += _ARRAY_HEADER + 16 * array.ndim
             while isinstance(array.base, np.ndarray):  # a view (a reshape, a slice) holds its base's bytes
                 array = array.base
-            if id(array) not in seen:
-                seen.add(id(array))
+            if id(array) not in buffers:
+                buffers.add(id(array))
                 total += array.nbytes
         return total
 
@@ -149,7 +162,7 @@ class Pass:
         if unknown:
             raise FeedError(
                 f"cannot take gradients for {unknown[0]!r}: not a graph input "
-                f"(inputs: {', '.join(plan.input_slots)})"
+                f"(inputs: {listing(plan.input_slots)})"
             )
         return {n: plan.input_slots[n] for n in names
                 if n in plan.differentiable_inputs and _is_float(values[plan.input_slots[n]])}
@@ -161,14 +174,14 @@ class Pass:
             if unknown:
                 raise FeedError(
                     f"gradient given for {unknown[0]!r}, which is not a graph output "
-                    f"(outputs: {', '.join(plan.output_slots)})"
+                    f"(outputs: {listing(plan.output_slots)})"
                 )
             return {n: plan.output_slots[n] for n in output_grads}
         seeds = {n: s for n, s in plan.output_slots.items() if self.values[s].size == 1}
         if not seeds:
             raise FeedError(
                 "no output gradient given and no output is a scalar; give a gradient for one of: "
-                + ", ".join(plan.output_slots)
+                + listing(plan.output_slots)
             )
         return seeds
 
@@ -272,7 +285,7 @@ def _checked_grad(step: Step, grad, value: np.ndarray, name: str) -> np.ndarray 
 
 def _check_feed_names(plan: Plan, feeds) -> None:
     """Raise a FeedError naming the first missing feed or the first feed that is not a graph input."""
-    inputs = ", ".join(i.name for i in plan.inputs)
+    inputs = listing(i.name for i in plan.inputs)
     missing = [inp.name for inp in plan.inputs if inp.name not in feeds]
     if missing:
         raise FeedError(f"missing feed for graph input {missing[0]!r} (the graph's inputs: {inputs})")

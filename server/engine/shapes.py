@@ -53,7 +53,8 @@ def infer(plan: Plan, inputs: Sequence[TensorType | None], training: bool = Fals
         try:
             outs = layer.output_types(*ins)
         except INPUT_ERRORS as exc:
-            raise ComputeError(f"{step.op} refuses inputs of {_describe(ins)}: {exc}", step.node) from None
+            # worded as forward's own failure would be: the rule refuses what forward would have
+            raise ComputeError(f"{step.op}.forward failed on ({_describe(ins)}): {exc}", step.node) from None
         except Exception as exc:  # noqa: BLE001 - a plugin's broken rule leaves sizes unknown, not the call failed
             _LOGGER.warning("shape rule of %s (node %r) failed: %r", step.op, step.node, exc)
             continue

@@ -18,7 +18,7 @@ from typing import Callable, Iterable, Mapping
 
 import numpy as np
 
-from gradserve.server.engine.errors import FeedError, UnknownGraphError
+from gradserve.server.engine.errors import FeedError, UnknownGraphError, listing, quoted
 from gradserve.server.engine.plan import Plan
 from gradserve.server.service.operations import NamedGraph, Service
 from gradserve.server.engine.shapes import output_specs
@@ -73,8 +73,8 @@ class Models:
         """The model ``name``; raise UnknownGraphError saying which models there are."""
         named, grad = self._named(name)
         if named is None:
-            known = ", ".join(n for n, _ in self.names()) or "none yet"
-            raise UnknownGraphError(f"no model {name!r} on this server (models: {known}); a model is a graph "
+            known = listing(n for n, _ in self.names()) or "none yet"
+            raise UnknownGraphError(f"no model {quoted(name)!r} on this server (models: {known}); a model is a graph "
                                     f"registered with a name, and `<name>{GRAD_SUFFIX}` gives its gradients")
         if version and version != named.version:
             raise UnknownGraphError(f"model {name!r} has version {named.version!r}, not {version!r}; "
@@ -91,7 +91,7 @@ class Models:
         if unknown:
             hint = f"; gradients come from model {model.name + GRAD_SUFFIX!r}" if not model.grad else ""
             raise FeedError(f"model {model.name!r} has no output {unknown[0]!r} (its outputs: "
-                            f"{', '.join(t.name for t in model.outputs)}){hint}")
+                            f"{listing(t.name for t in model.outputs)}){hint}")
         plan = model.plan
         if not model.grad:
             outputs, _ = self.service.run(plan, feeds, wrt=[], training=training, seed=seed, should_stop=should_stop)
@@ -152,7 +152,7 @@ class Models:
                 output = name.removesuffix(GRAD_SUFFIX)
                 if output not in plan.output_slots:
                     raise FeedError(f"input {name!r} names no output of model {model.name!r} (its outputs: "
-                                    f"{', '.join(plan.output_slots)}); an output's gradient is input "
+                                    f"{listing(plan.output_slots)}); an output's gradient is input "
                                     f"`<output>{GRAD_SUFFIX}`")
                 output_grads[output] = array
             else:
