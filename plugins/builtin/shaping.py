@@ -105,23 +105,35 @@ class Identity(Layer):
 
 
 class Constant(Layer):
-    """A constant array built from its attributes (the graph builder's numbers, ONNX constants)."""
+    """A constant array built from its attributes (the graph builder's numbers, ONNX constants).
+
+    Integer and bool constants come in value_ints, exact for every int64; value (floats, sent as float64)
+    rounds integers above 2**53.
+    """
 
     inputs = ()
     attributes = {
-        "value": Attr("floats", doc="the elements, in C order"),
+        "value": Attr("floats", None, "the elements, in C order (floating-point constants)"),
+        "value_ints": Attr("ints", None, "the elements, in C order, exact (integer and bool constants)"),
         "shape": Attr("ints", (), "the array's shape; () for a scalar"),
         "dtype": Attr("str", "float32", "a numpy dtype name"),
     }
 
     def forward(self):
         self._dtype()
+        if self.value_ints is not None:
+            return np.array(self.value_ints, dtype=np.int64).astype(self.dtype).reshape(self.shape)
         return np.array(self.value, dtype=self.dtype).reshape(self.shape)
 
     def output_types(self):
-        return (TensorType(reshaped(len(self.value), self.shape), self._dtype()),)
+        dtype = self._dtype()
+        return (TensorType(reshaped(len(self.value if self.value_ints is None else self.value_ints), self.shape),
+                           dtype),)
 
     def _dtype(self) -> np.dtype:
+        """The constant's dtype, checking the attributes forward relies on."""
+        if (self.value is None) == (self.value_ints is None):
+            raise ValueError("Constant takes exactly one of value (floats) and value_ints (integers)")
         try:
             dtype = np.dtype(self.dtype)
         except TypeError:
