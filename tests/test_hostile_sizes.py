@@ -37,6 +37,9 @@ AMPLIFIERS = {
     "sum of a zero-size [0, 2**28]": (one_node("Sum", "x", axis=[0]), {"x": np.zeros((0, 1 << 28), np.float32)}),
     "matmul [16384, 0] @ [0, 16384]": (one_node("MatMul", "x", "y"),
                                        {"x": np.zeros((16384, 0), np.float32), "y": np.zeros((0, 16384), np.float32)}),
+    "convolution with pads 16000 on one pixel": (
+        one_node("Convolution", "x", "W", "b", pads=[16000] * 4),
+        {"x": np.ones((1, 1, 1, 1), np.float32), "W": np.ones((1, 1, 1, 1), np.float32), "b": np.ones(1, np.float32)}),
     "mul (16384, 1) * (1, 16384)": (one_node("Mul", "x", "y"),
                                     {"x": np.zeros((16384, 1), np.float32), "y": np.zeros((1, 16384), np.float32)}),
 }
