@@ -13,7 +13,7 @@ ATTR_TYPES = ("int", "float", "bool", "str", "ints", "floats")
 REQUIRED: Any = type("Required", (), {"__repr__": lambda self: "REQUIRED"})()
 _RESERVED = frozenset({"name", "inputs", "outputs", "attributes", "differentiable", "doc",
                        "training", "seed", "rng", "needs_input_grad", "forward", "backward",
-                       "output_types"})
+                       "output_types", "shape_from_values"})
 
 
 class SchemaError(ValueError):
@@ -64,10 +64,15 @@ class Attr:
 
 
 class TensorType(NamedTuple):
-    """A tensor's shape and numpy dtype: what a layer's ``output_types`` rule reads and returns."""
+    """A tensor's shape and numpy dtype: what a layer's ``output_types`` rule reads and returns.
+
+    ``value`` is the tensor itself when it is known before the pass runs (a fed input, a small constant, a
+    shape), for the rules of layers whose output shape depends on their inputs' values; else None.
+    """
 
     shape: tuple[int, ...]
     dtype: np.dtype
+    value: np.ndarray | None = None
 
 
 class Layer:
@@ -106,7 +111,9 @@ class Layer:
     TensorType, the TensorType of each output, computed without touching any
     data, so the server refuses an output too large for its limits before
     forward allocates it. It raises ValueError for inputs forward would reject.
-    A layer without one (it returns None) is sized only by running it.
+    A layer without one (it returns None) is sized only by running it; one whose
+    shapes follow its inputs' values sets ``shape_from_values`` and reads
+    ``TensorType.value`` (None when the value is not known in advance).
     """
 
     name: ClassVar[str]
@@ -114,6 +121,10 @@ class Layer:
     outputs: ClassVar[tuple[str, ...]] = ("out",)
     attributes: ClassVar[dict[str, Attr]] = {}
     differentiable: ClassVar[tuple[str, ...] | None] = None
+
+    #: Whether ``output_types`` reads its inputs' values (ConstantOfShape's shape): the server then checks
+    #: every pass anew instead of once per input shapes.
+    shape_from_values: ClassVar[bool] = False
 
     training: bool = False
     seed: Any = None

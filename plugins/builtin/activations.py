@@ -94,6 +94,7 @@ class Erf(Layer):
     """The error function erf(x), elementwise (ONNX Erf)."""
 
     inputs = ("x",)
+    output_types = elementwise_types
 
     def forward(self, x):
         if x.dtype.kind != "f":
@@ -110,6 +111,7 @@ class Gelu(Layer):
     """Gaussian error linear unit x * Phi(x), exact (erf) or its tanh approximation (ONNX Gelu, `approximate`)."""
 
     inputs = ("x",)
+    output_types = elementwise_types
     attributes = {"approximate": Attr("str", "none", "none: x/2 (1 + erf(x/sqrt 2)); tanh: the tanh formula")}
 
     def forward(self, x):
@@ -164,6 +166,7 @@ class LogSoftmax(Layer):
     """log(softmax(x)) along any one axis (default: the last), computed without forming softmax's zeros."""
 
     inputs = ("x",)
+    output_types = elementwise_types
     attributes = {"axis": Attr("int", -1, "the axis whose exponentials sum to one")}
 
     def forward(self, x):

@@ -209,7 +209,12 @@ class Pooling(Layer):
         "count_include_pad": Attr("bool", False, "average: divide by the whole window, padding included"),
     }
 
-    def forward(self, x):
+    def output_types(self, x):
+        win = self._window(x)
+        return (TensorType(tuple(x.shape[:2]) + win.out, x.dtype),)
+
+    def _window(self, x) -> Window:
+        """The window geometry for an x of this shape and dtype (an array or a TensorType), or a ValueError."""
         _check_image("Pooling", x)
         if self.mode not in ("max", "average"):
             raise ValueError(f"Pooling mode must be 'max' or 'average', got {self.mode!r}")
@@ -223,6 +228,10 @@ class Pooling(Layer):
         if self.mode == "max" and any(p >= e for p, e in zip(win.begin + win.end, extent + extent)):
             raise ValueError(f"max Pooling needs pads smaller than the window ({extent}) so every window covers "
                              f"the image, got pads {list(win.begin + win.end)}")
+        return win
+
+    def forward(self, x):
+        win = self._window(x)
         self.win, self.x_shape = win, x.shape
         head = (slice(None), slice(None))
         if self.mode == "max":
@@ -280,6 +289,12 @@ class Pooling(Layer):
 
 class _GlobalPool(Layer):
     inputs = ("x",)
+
+    def output_types(self, x):
+        _check_image(self.name, x)
+        if self.name == "GlobalAveragePool" and x.dtype.kind != "f":
+            raise ValueError(f"GlobalAveragePool takes floating-point x, got {x.dtype}")
+        return (TensorType(tuple(x.shape[:2]) + (1,) * (len(x.shape) - 2), x.dtype),)
 
     def forward(self, x):
         _check_image(self.name, x)

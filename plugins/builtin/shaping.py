@@ -127,8 +127,11 @@ class Constant(Layer):
 
     def output_types(self):
         dtype = self._dtype()
-        return (TensorType(reshaped(len(self.value if self.value_ints is None else self.value_ints), self.shape),
-                           dtype),)
+        items = self.value if self.value_ints is None else self.value_ints
+        shape = reshaped(len(items), self.shape)
+        # A small constant is passed on as a value, for the rules that read values (ConstantOfShape's shape).
+        value = self.forward() if len(items) <= 64 else None
+        return (TensorType(shape, dtype, value),)
 
     def _dtype(self) -> np.dtype:
         """The constant's dtype, checking the attributes forward relies on."""

@@ -127,6 +127,7 @@ class Plan:
     feed_checks: tuple[tuple[InputSpec, int, np.dtype | None], ...] = field(init=False, repr=False)
     differentiable_slots: dict[str, int] = field(init=False, repr=False)
     all_backward_steps: tuple[BackwardStep, ...] = field(init=False, repr=False)
+    shape_from_values: bool = field(init=False, repr=False)  # some step's output shape follows input values
 
     def __post_init__(self):
         self.feed_checks = tuple((inp, self.input_slots[inp.name], None if inp.dtype is None else np.dtype(inp.dtype))
@@ -134,6 +135,7 @@ class Plan:
         self.differentiable_slots = {name: slot for name, slot in self.input_slots.items()
                                      if name in self.differentiable_inputs}
         self.all_backward_steps = self.backward_steps(frozenset(self.differentiable_slots.values()))
+        self.shape_from_values = any(getattr(step.cls, "shape_from_values", False) for step in self.steps)
 
     def backward_steps(self, wrt_slots: frozenset[int], every_gradient: bool = False) -> tuple[BackwardStep, ...]:
         """The steps that lie on a path from a wrt input, in reverse order (cached), each with the parts

@@ -64,7 +64,8 @@ def infer(plan: Plan, inputs: Sequence[TensorType | None], training: bool = Fals
             _LOGGER.warning("shape rule of %s returned %r, not %d TensorTypes", step.op, outs, len(step.out_slots))
             continue
         for slot, out in zip(step.out_slots, outs):
-            types[slot] = TensorType(tuple(int(d) for d in out.shape), np.dtype(out.dtype))
+            types[slot] = TensorType(tuple(int(d) for d in out.shape), np.dtype(out.dtype),
+                                     getattr(out, "value", None))
     return types
 
 
@@ -79,7 +80,8 @@ def check_sizes(plan: Plan, values: list, limits: SizeLimits, training: bool = F
     checked = plan.checked_signatures
     if signature in checked:
         return
-    types = infer(plan, [TensorType(values[s].shape, values[s].dtype) for s in plan.input_slots.values()], training)
+    types = infer(plan, [TensorType(values[s].shape, values[s].dtype, values[s] if plan.shape_from_values else None)
+                         for s in plan.input_slots.values()], training)
     total = 0
     for step in plan.steps:
         for slot in step.out_slots:
@@ -96,6 +98,8 @@ def check_sizes(plan: Plan, values: list, limits: SizeLimits, training: bool = F
                 raise LimitError(f"the values computed up to this node hold {total} elements, over the "
                                  f"max-pass-elements limit of {limits.max_pass_elements}; refused before "
                                  "computing them", step.node)
+    if plan.shape_from_values:
+        return  # the next pass's values may give other shapes
     if len(checked) >= _CHECKED_SIGNATURES:
         checked.clear()
     checked[signature] = None
