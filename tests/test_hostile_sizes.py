@@ -40,6 +40,8 @@ AMPLIFIERS = {
     "convolution with pads 16000 on one pixel": (
         one_node("Convolution", "x", "W", "b", pads=[16000] * 4),
         {"x": np.ones((1, 1, 1, 1), np.float32), "W": np.ones((1, 1, 1, 1), np.float32), "b": np.ones(1, np.float32)}),
+    "constant of shape [32768, 32768] (a 16-byte shape)": (
+        one_node("ConstantOfShape", "shape"), {"shape": np.array([32768, 32768], np.int64)}),
     "mul (16384, 1) * (1, 16384)": (one_node("Mul", "x", "y"),
                                     {"x": np.zeros((16384, 1), np.float32), "y": np.zeros((1, 16384), np.float32)}),
 }

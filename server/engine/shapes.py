@@ -64,8 +64,9 @@ def infer(plan: Plan, inputs: Sequence[TensorType | None], training: bool = Fals
             _LOGGER.warning("shape rule of %s returned %r, not %d TensorTypes", step.op, outs, len(step.out_slots))
             continue
         for slot, out in zip(step.out_slots, outs):
-            types[slot] = TensorType(tuple(int(d) for d in out.shape), np.dtype(out.dtype),
-                                     getattr(out, "value", None))
+            if type(out) is not TensorType or not all(type(d) is int for d in out.shape):  # Python ints: exact
+                out = TensorType(tuple(int(d) for d in out[0]), np.dtype(out[1]), getattr(out, "value", None))
+            types[slot] = out
     return types
 
 
