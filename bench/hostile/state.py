@@ -12,7 +12,7 @@ from bench.hostile import Figure
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tests"))
 from serve_process import ServeProcess, rss_bytes  # noqa: E402
-from test_hostile_memory import chain  # noqa: E402
+from test_hostile_accounting import chain  # noqa: E402
 from test_hostile_sizes import AMPLIFIERS, peak_rss  # noqa: E402
 
 MiB = 1 << 20
