@@ -7,7 +7,7 @@ import itertools
 import numpy as np
 import pytest
 
-from gradserve.plugins import SchemaError, TensorType
+from gradserve.plugins import Attr, Layer, SchemaError, TensorType
 from layer_inputs import layer_cases
 
 #: Attributes for the layers whose attributes are required, or whose rules depend on them.
@@ -103,3 +103,46 @@ def test_every_builtin_layer_declares_a_shape_rule():
     from gradserve.plugins import Layer
     missing = [cls.name for cls in ruled_layers() if cls.output_types is Layer.output_types]
     assert not missing
+
+
+class Repeat(Layer):
+    """x repeated `times` times along its only axis (a plugin's layer that declares no shape rule)."""
+
+    inputs = ("x",)
+    attributes = {"times": Attr("int", 2, "how many copies")}
+
+    def forward(self, x):
+        return np.tile(x, self.times)
+
+    def backward(self, dout):
+        return (dout.reshape(self.times, -1).sum(axis=0),)
+
+
+def test_sizes_past_a_layer_without_a_rule_are_checked_from_what_it_computed(registry):
+    """After a layer that declares no rule runs, the nodes that follow are size-checked before they run."""
+    from gradserve.server.engine import execute
+    from gradserve.server.engine.errors import LimitError
+    from gradserve.server.engine.plan import SizeLimits, compile_graph
+    from gradserve.server.engine.spec import GraphSpec, InputSpec, NodeSpec, OutputSpec
+    from gradserve.server.service.registry import LayerEntry
+
+    class WithRepeat:
+        def get(self, op):
+            return LayerEntry(Repeat, "test", "test", "0") if op == "Repeat" else registry.get(op)
+
+        def names(self):
+            return registry.names() + ["Repeat"]
+
+    def outer_product_plan(times: int):
+        spec = GraphSpec((InputSpec("x"),), (
+            NodeSpec("r", "Repeat", ("x",), (), {"times": times}),
+            NodeSpec("col", "Reshape", ("r",), (), {"shape": (times, 1)}),
+            NodeSpec("row", "Reshape", ("r",), (), {"shape": (1, times)}),
+            NodeSpec("outer", "Mul", ("col", "row")),
+        ), (OutputSpec("out", "outer"),))
+        return compile_graph(spec, WithRepeat(), sizes=SizeLimits(max_tensor_elements=1000, max_pass_elements=10_000))
+
+    with pytest.raises(LimitError) as info:
+        execute.forward(outer_product_plan(600), {"x": np.ones(1)})
+    assert info.value.node == "outer" and "max-tensor-elements" in str(info.value)
+    assert execute.forward(outer_product_plan(20), {"x": np.ones(1)}).outputs()["out"].shape == (20, 20)

@@ -10,7 +10,7 @@ import numpy as np
 
 from gradserve.server.engine.errors import INPUT_ERRORS, ComputeError, EngineError, FeedError, LimitError, listing
 from gradserve.server.engine.plan import Plan, Step, check_feed
-from gradserve.server.engine.shapes import check_sizes
+from gradserve.server.engine.shapes import check_rest, check_sizes
 
 
 #: An ndarray object's own bytes, without its shape, strides or data (sys.getsizeof of a 0-d view).
@@ -227,13 +227,28 @@ def _forward(plan: Plan, feeds, training, seed, should_stop, observe) -> Pass:
             if problem:
                 raise FeedError(problem)
         values[slot] = value
-    if plan.sizes is not None:
-        check_sizes(plan, values, plan.sizes, training)
     layers: list = [None] * len(plan.steps)
+    unknown = None if plan.sizes is None else check_sizes(plan, values, plan.sizes, training)
+    if unknown is None:
+        _run_steps(plan, enumerate(plan.steps), values, layers, training, seed, should_stop, observe)
+        return Pass(plan, values, layers, observe)
+    # Past a layer without a shape rule, sizes are checked again from what it computed, up to the next one.
+    start = 0
+    while unknown is not None:
+        _run_steps(plan, enumerate(plan.steps[start:unknown + 1], start), values, layers, training, seed,
+                   should_stop, observe)
+        start = unknown + 1
+        unknown = check_rest(plan, values, plan.sizes, start, training)
+    _run_steps(plan, enumerate(plan.steps[start:], start), values, layers, training, seed, should_stop, observe)
+    return Pass(plan, values, layers, observe)
+
+
+def _run_steps(plan: Plan, steps, values: list, layers: list, training, seed, should_stop, observe) -> None:
+    """Run the (index, step) pairs ``steps`` in order, filling ``values`` and ``layers``."""
     stateful = training or seed is not None
     # This loop is the engine's per-node cost (a 1000-node graph of tiny arrays is all overhead):
     # keep it to the layer calls and list indexing, with numpy's error state set once per call by the caller.
-    for index, step in enumerate(plan.steps):
+    for index, step in steps:
         if should_stop is not None:
             should_stop()
         layer = step.new()
@@ -259,7 +274,6 @@ def _forward(plan: Plan, feeds, training, seed, should_stop, observe) -> Pass:
             )
         for slot, item in zip(step.out_slots, result):
             values[slot] = _as_array(step, item)
-    return Pass(plan, values, layers, observe)
 
 
 def run(plan: Plan, feeds, output_grads=None, wrt=None, *, training=False, seed=None, should_stop=None,

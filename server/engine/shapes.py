@@ -44,7 +44,12 @@ def infer(plan: Plan, inputs: Sequence[TensorType | None], training: bool = Fals
     types: list[TensorType | None] = [None] * plan.n_slots
     for inp, known in zip(plan.inputs, inputs):
         types[plan.input_slots[inp.name]] = known
-    for step in plan.steps:
+    return _infer_steps(plan, types, training, 0)
+
+
+def _infer_steps(plan: Plan, types: list, training: bool, start: int) -> list[TensorType | None]:
+    """Fill ``types`` for the outputs of plan.steps[start:] from what it holds."""
+    for step in plan.steps[start:]:
         ins = [types[s] for s in step.in_slots]
         if any(t is None for t in ins):
             continue
@@ -70,25 +75,45 @@ def infer(plan: Plan, inputs: Sequence[TensorType | None], training: bool = Fals
     return types
 
 
-def check_sizes(plan: Plan, values: list, limits: SizeLimits, training: bool = False) -> None:
+def check_sizes(plan: Plan, values: list, limits: SizeLimits, training: bool = False) -> int | None:
     """Refuse a pass over these fed ``values`` whose outputs would exceed ``limits``, before it runs.
 
     Each node's outputs (and so their gradients, of the same shapes) must fit max-tensor-elements and all of
     them together max-pass-elements. A plan remembers the feed signatures it has checked: a training loop
-    pays for the inference once.
+    pays for the inference once. Returns the index of the first step whose outputs' sizes are unknown (a
+    layer without a shape rule), after which the engine calls ``check_rest``; None when all are known.
     """
     signature = (training, tuple((values[s].shape, values[s].dtype) for s in plan.input_slots.values()))
     checked = plan.checked_signatures
     if signature in checked:
-        return
+        return checked[signature]
     types = infer(plan, [TensorType(values[s].shape, values[s].dtype, values[s] if plan.shape_from_values else None)
                          for s in plan.input_slots.values()], training)
-    total = 0
-    for step in plan.steps:
+    unknown = _check(plan, types, limits, 0, 0)
+    if plan.shape_from_values:
+        return unknown  # the next pass's values may give other shapes
+    if len(checked) >= _CHECKED_SIGNATURES:
+        checked.clear()
+    checked[signature] = unknown
+    return unknown
+
+
+def check_rest(plan: Plan, values: list, limits: SizeLimits, start: int, training: bool = False) -> int | None:
+    """``check_sizes`` for plan.steps[start:], from the values computed so far (the pass has run to there)."""
+    types = [None if v is None else TensorType(v.shape, v.dtype, v if plan.shape_from_values else None)
+             for v in values]
+    computed = sum(v.size for v in values if v is not None) - sum(values[s].size for s in plan.input_slots.values())
+    return _check(plan, _infer_steps(plan, types, training, start), limits, start, computed)
+
+
+def _check(plan: Plan, types: list, limits: SizeLimits, start: int, total: int) -> int | None:
+    """Raise the LimitError for the first output of plan.steps[start:] over ``limits``; the first unknown step."""
+    for index in range(start, len(plan.steps)):
+        step = plan.steps[index]
         for slot in step.out_slots:
             kind = types[slot]
             if kind is None:
-                continue
+                return index
             size = math.prod(kind.shape)
             if size > limits.max_tensor_elements:
                 raise LimitError(f"{step.op} would output {plan.slot_names[slot]!r} of shape {list(kind.shape)}: "
@@ -99,11 +124,7 @@ def check_sizes(plan: Plan, values: list, limits: SizeLimits, training: bool = F
                 raise LimitError(f"the values computed up to this node hold {total} elements, over the "
                                  f"max-pass-elements limit of {limits.max_pass_elements}; refused before "
                                  "computing them", step.node)
-    if plan.shape_from_values:
-        return  # the next pass's values may give other shapes
-    if len(checked) >= _CHECKED_SIGNATURES:
-        checked.clear()
-    checked[signature] = None
+    return None
 
 
 def output_specs(plan: Plan) -> tuple[ValueSpec, ...]:
