@@ -56,6 +56,8 @@ class Models:
         self.service = service
         self._signatures: dict[str, tuple] = {}  # graph id -> (inputs, outputs): the shape probe runs once
         self._lock = threading.Lock()
+        # Concurrent first calls on one graph infer its shapes once: the others wait for that, not redo it.
+        self._inferring = threading.Lock()
 
     def names(self) -> list[tuple[str, str]]:
         """(model name, version) of every model, the gradient models after their graphs."""
@@ -132,14 +134,19 @@ class Models:
     def _signature(self, plan: Plan) -> tuple[tuple[TensorInfo, ...], tuple[TensorInfo, ...]]:
         with self._lock:
             cached = self._signatures.get(plan.graph_id)
-        if cached is None:
-            inputs = tuple(_info(i.name, i.dtype, i.shape) for i in plan.inputs)
-            outputs = tuple(_info(o.name, o.dtype, o.shape) for o in output_specs(plan))
-            cached = (inputs, outputs)
+        if cached is not None:
+            return cached
+        with self._inferring:
             with self._lock:
-                if len(self._signatures) >= _MAX_SIGNATURES:
-                    self._signatures.clear()
-                self._signatures[plan.graph_id] = cached
+                cached = self._signatures.get(plan.graph_id)
+            if cached is None:
+                inputs = tuple(_info(i.name, i.dtype, i.shape) for i in plan.inputs)
+                outputs = tuple(_info(o.name, o.dtype, o.shape) for o in output_specs(plan))
+                cached = (inputs, outputs)
+                with self._lock:
+                    if len(self._signatures) >= _MAX_SIGNATURES:
+                        self._signatures.clear()
+                    self._signatures[plan.graph_id] = cached
         return cached
 
     @staticmethod
