@@ -224,8 +224,6 @@ class Layer:
 
 def reduce_to_shape(grad: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     """Sum ``grad`` over the axes numpy broadcasting added or stretched to reach ``shape``."""
-    if type(grad) is np.ndarray and grad.shape == shape:  # no broadcasting happened: the common case, kept cheap
-        return grad
     grad = np.asarray(grad)
     shape = tuple(shape)
     if grad.shape == shape:
@@ -302,3 +300,12 @@ def reshaped(size: int, shape: tuple[int, ...]) -> tuple[int, ...]:
     if known != size:
         raise ValueError(f"cannot reshape {size} elements into shape {list(shape)}")
     return tuple(shape)
+def describe(value) -> str:
+    """What a layer returned, in a few words for an error message: ``float64[2, 3]``, ``a tuple of 2``, ``None``."""
+    if isinstance(value, np.ndarray):
+        return f"{value.dtype.name}{list(value.shape)}"
+    if isinstance(value, tuple):
+        return f"a tuple of {len(value)}"
+    if value is None:
+        return "None"
+    return type(value).__name__
