@@ -207,6 +207,11 @@ class Det(Layer):
         self.out = np.linalg.det(x).astype(x.dtype, copy=False)
         return self.out
 
+    def output_types(self, x):
+        if len(x.shape) < 2 or x.shape[-1] != x.shape[-2]:
+            raise ValueError(f"Det takes square matrices in the last two axes, got shape {x.shape}")
+        return (TensorType(tuple(x.shape[:-2]), x.dtype),)
+
     def backward(self, dout):
         # d det(X) / dX = det(X) * inv(X)^T (Jacobi's formula).
         scale = (dout * self.out)[..., np.newaxis, np.newaxis]

@@ -638,6 +638,15 @@ class GatherND(Layer):
         picked = data.reshape((count,) + data.shape[b:])[self.where]
         return picked.reshape(indices.shape[:-1] + data.shape[b + k:])
 
+    def output_types(self, data, indices):
+        b = self.batch_dims
+        if not indices.shape:
+            raise ValueError("GatherND takes indices with a last axis of index tuples")
+        k = indices.shape[-1]
+        if k > len(data.shape) - b:
+            raise ValueError(f"index tuples of length {k} for data of rank {len(data.shape)} with {b} batch axes")
+        return (TensorType(tuple(indices.shape[:-1]) + tuple(data.shape[b + k:]), data.dtype),)
+
     def backward(self, dout):
         count = int(np.prod(self.shape[:self.batch_dims], dtype=np.int64))
         dx = np.zeros((count,) + self.shape[self.batch_dims:], dtype=dout.dtype)
@@ -651,6 +660,9 @@ class _Scatter(Layer):
 
     inputs = ("data", "indices", "updates")
     differentiable = ("data", "updates")
+
+    def output_types(self, data, indices, updates):
+        return (TensorType(data.shape, data.dtype),)  # a copy of data, updated in place
 
     def scatter(self, data, updates):
         if self.reduction not in ("none", "add"):
@@ -709,6 +721,16 @@ class Compress(Layer):
         source = x.reshape(-1) if self.axis_ is None else x
         return np.take(source, self.keep, axis=0 if self.axis_ is None else self.axis_)
 
+    shape_from_values = True
+
+    def output_types(self, x, condition):
+        axis = None if self.axis is None else _axis(self.axis, len(x.shape))
+        if condition.value is None:
+            return None
+        kept = int(np.count_nonzero(np.asarray(condition.value).astype(bool)))
+        return (TensorType((kept,) if axis is None else
+                           tuple(kept if i == axis else n for i, n in enumerate(x.shape)), x.dtype),)
+
     def backward(self, dout):
         if self.axis_ is None:
             dx = np.zeros(int(np.prod(self.x_shape, dtype=np.int64)), dtype=dout.dtype)
@@ -726,8 +748,15 @@ class NonZero(_FromShape):
 
     inputs = ("x",)
 
+    shape_from_values = True
+
     def forward(self, x):
         return np.array(np.nonzero(x), dtype=np.int64).reshape(x.ndim, -1)
+
+    def output_types(self, x):
+        if x.value is None:  # at most x's rank times its size: bounded by what x already holds
+            return None
+        return (TensorType((len(x.shape), int(np.count_nonzero(x.value))), np.dtype(np.int64)),)
 
 
 class ReverseSequence(Layer):
@@ -756,6 +785,11 @@ class ReverseSequence(Layer):
         if len(self.lens) != x.shape[self.batch_axis] or (self.lens > x.shape[self.time_axis]).any():
             raise ValueError(f"sequence_lens {self.lens.tolist()} does not fit x of shape {x.shape}")
         return self.run(x)
+
+    def output_types(self, x, sequence_lens):
+        if sorted((self.batch_axis, self.time_axis)) != [0, 1]:
+            raise ValueError("batch_axis and time_axis must be 0 and 1, one each")
+        return (TensorType(x.shape, x.dtype),)
 
     def backward(self, dout):
         return self.run(dout), None  # reversing is its own inverse
