@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from gradserve.plugins import Attr, Layer, reduce_to_shape
+from gradserve.plugins import Attr, Layer, elementwise_types, reduce_to_shape
 
 
 def _softplus(x):
@@ -25,6 +25,7 @@ class _Unary(Layer):
     """Base of the table-driven unary layers: ``f(x, layer)`` and ``df(x, out, layer)``."""
 
     inputs = ("x",)
+    output_types = elementwise_types
 
     @staticmethod
     def f(x, layer):
@@ -114,6 +115,7 @@ class _Flat(Layer):
     """Base of the piecewise-constant layers: their gradient is zero wherever it exists."""
 
     inputs = ("x",)
+    output_types = elementwise_types
 
     def forward(self, x):
         self.x_shape = x.shape
@@ -137,6 +139,7 @@ FLAT = (
 
 class _Binary(Layer):
     inputs = ("x", "y")
+    output_types = elementwise_types
 
     def forward(self, x, y):
         self.x, self.y = x, y
@@ -218,6 +221,7 @@ class Clip(Layer):
     """x limited to [min, max] elementwise (ONNX Clip; the importer gives -inf/inf where a bound is absent)."""
 
     inputs = ("x", "min", "max")
+    output_types = elementwise_types
 
     def forward(self, x, min, max):  # noqa: A002 - ONNX's input names
         self.x, self.lo, self.hi = x, min, max
@@ -238,6 +242,7 @@ class Where(Layer):
 
     inputs = ("condition", "x", "y")
     differentiable = ("x", "y")
+    output_types = elementwise_types
 
     def forward(self, condition, x, y):
         self.condition = condition.astype(bool, copy=False)
@@ -251,9 +256,10 @@ class Where(Layer):
 
 
 class _NoGrad(Layer):
-    """Base of layers whose outputs are booleans or integers: no input takes a gradient."""
+    """Base of layers whose outputs are booleans or integers: no input takes a gradient (all elementwise)."""
 
     differentiable = ()
+    output_types = elementwise_types
 
     def backward(self, *douts):
         return (None,) * len(self.inputs)
