@@ -157,7 +157,9 @@ def test_kept_passes_count_against_max_session_bytes(own_server):
         held = own_server.service.sessions.nbytes
         assert held >= 2 * 2 * 8000
         assert session.release(1)
-        assert own_server.service.sessions.nbytes == held // 2
+        assert 0 < own_server.service.sessions.nbytes < held
+        assert session.release(2)
+        assert own_server.service.sessions.nbytes == 0
         assert session.run(big, grad=False).outputs["y"].shape == (1 << 17,)  # a run keeps nothing: no limit
     assert own_server.service.sessions.nbytes == 0
 
