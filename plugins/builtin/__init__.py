@@ -1,10 +1,10 @@
-"""gradserve's built-in layers, registered through our own entry point like any plugin.
+"""gradserve's built-in layers and optimizers, registered through our own entry point like any plugin.
 
 Each module groups one family of layers and lists them in its own ``LAYERS``; a new module joins ``MODULES``.
 """
 
 from gradserve.plugins import hookimpl
-from gradserve.plugins.builtin import activations, arithmetic, network, onnx_ops, shaping
+from gradserve.plugins.builtin import activations, arithmetic, network, onnx_ops, optimizers, shaping
 
 MODULES = (arithmetic, activations, shaping, network, onnx_ops)
 
@@ -14,3 +14,9 @@ def register_layers(register):
     for module in MODULES:
         for layer in module.LAYERS:
             register(layer)
+
+
+@hookimpl
+def register_optimizers(register):
+    for optimizer in optimizers.OPTIMIZERS:
+        register(optimizer)
