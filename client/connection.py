@@ -296,6 +296,12 @@ class Client:
         response = self._with_graph(graph, make, self._stub.Forward, timeout)
         return Session(self, from_tensor_map(response.outputs), response.session_id, response.graph_id)
 
+    def trainer(self, graph: Graph | str, params, optimizer: str = "sgd", **kwargs):
+        """A Train stream: parameters and optimizer state on the server (see gradserve.client.trainer.Trainer)."""
+        from gradserve.client.trainer import Trainer
+
+        return Trainer(self, graph, params, optimizer, **kwargs)
+
     def check_gradients(self, graph: Graph | str, feeds: Mapping[str, np.ndarray], wrt: Iterable[str] | None = None,
                         seed_grads: Mapping[str, np.ndarray] | None = None, eps: float = 1e-4,
                         timeout: float | None = None) -> dict[str, GradientCheck]:

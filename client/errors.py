@@ -74,14 +74,27 @@ def from_rpc_error(error: grpc.RpcError) -> GradserveError:
     """The typed exception for a failed call, with the node and reason from google.rpc details."""
     code = error.code() if hasattr(error, "code") else grpc.StatusCode.UNKNOWN
     message = error.details() if hasattr(error, "details") else str(error)
-    node = reason = None
     status = rpc_status.from_call(error) if hasattr(error, "trailing_metadata") else None
-    if status is not None:
-        for detail in status.details:
-            if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
-                info = error_details_pb2.ErrorInfo()
-                detail.Unpack(info)
-                reason = info.reason
-                node = info.metadata.get("node")
+    node, reason = _error_info(status.details if status is not None else ())
     cls = _BY_CODE.get(code, GradserveError)
     return cls(message or "", code, node, reason)
+
+
+_CODE_BY_VALUE = {code.value[0]: code for code in grpc.StatusCode}
+
+
+def from_status(status) -> GradserveError:
+    """The typed exception for a google.rpc.Status a stream answered one message with (code, message, details)."""
+    code = _CODE_BY_VALUE.get(status.code, grpc.StatusCode.UNKNOWN)
+    node, reason = _error_info(status.details)
+    return _BY_CODE.get(code, GradserveError)(status.message, code, node, reason)
+
+
+def _error_info(details) -> tuple[str | None, str | None]:
+    """(node, reason) from the google.rpc.ErrorInfo among a status's details."""
+    for detail in details:
+        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+            info = error_details_pb2.ErrorInfo()
+            detail.Unpack(info)
+            return info.metadata.get("node"), info.reason
+    return None, None

@@ -18,6 +18,7 @@ from gradserve.server.service.limits import Limits
 from gradserve.server.engine.plan import Plan, compile_graph
 from gradserve.server.service.registry import Registry
 from gradserve.server.service.sessions import SessionStore
+from gradserve.server.service.training import TrainingRun, open_run
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -141,6 +142,12 @@ class Service:
         value_grads: dict = {}
         grads = {} if wrt == [] else state.backward(output_grads, wrt, should_stop, value_grads)
         return state.outputs(), grads, state.named_values(), value_grads
+
+    def train(self, plan: Plan, params, loss="", feeds=(), optimizer="", settings=None, outputs=(), training=True,
+              seed=None) -> TrainingRun:
+        """Open a Train stream's run: parameters and optimizer state kept here, counted as a session."""
+        return open_run(plan, self.registry, self.sessions, self.limits, params, loss, feeds, optimizer, settings,
+                        outputs, training, seed, self.observe)
 
     def check_gradients(self, plan: Plan, feeds, wrt=None, output_grads=None, eps=1e-4, should_stop=None):
         self.limits.check_arrays(feeds.items())

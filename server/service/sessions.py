@@ -21,8 +21,24 @@ class _Entry:
     last_used: float
 
 
+class Hold:
+    """State kept outside the store (a Train stream's parameters and optimizer state), counted against its
+    limits as one session of ``nbytes``, never evicted or expired; ``release()`` gives the room back."""
+
+    def __init__(self, store: "SessionStore", nbytes: int):
+        self.store = store
+        self.nbytes = nbytes
+        self.released = False
+
+    def release(self) -> None:
+        self.store._unhold(self)
+
+
 class SessionStore:
-    """Thread-safe store of live Forward passes; least recently used goes first under the bytes cap."""
+    """Thread-safe store of live Forward passes; least recently used goes first under the bytes cap.
+
+    Holds (``hold``) count against the same limits but are never evicted: the state they stand for is in use.
+    """
 
     def __init__(self, ttl: float = 300.0, max_sessions: int = 10_000, max_bytes: int = 1 << 30, clock=time.monotonic):
         self.ttl = ttl
@@ -33,14 +49,49 @@ class SessionStore:
         self._live: OrderedDict[str, _Entry] = OrderedDict()
         self._dropped: OrderedDict[str, str] = OrderedDict()
         self._bytes = 0
+        self._holds: set[Hold] = set()
+        self._held_bytes = 0
 
     @property
     def count(self) -> int:
-        return len(self._live)
+        """Live sessions: Forward passes and holds."""
+        return len(self._live) + len(self._holds)
 
     @property
     def nbytes(self) -> int:
-        return self._bytes
+        return self._bytes + self._held_bytes
+
+    @property
+    def holds(self) -> int:
+        return len(self._holds)
+
+    def hold(self, nbytes: int, what: str) -> Hold:
+        """Count ``nbytes`` of ``what`` as one session, evicting least recently used Forward passes for room;
+        LimitError, naming the limit, when it cannot fit."""
+        with self._lock:
+            self._expire(self._clock())
+            if self.count >= self.max_sessions:
+                raise LimitError(f"{self.count} live sessions reached the max-sessions limit of {self.max_sessions}"
+                                 f"; {what} counts as one: close other streams or release sessions")
+            if self._held_bytes + nbytes > self.max_bytes:
+                raise LimitError(f"{what} needs {nbytes} bytes; with the {self._held_bytes} bytes other streams "
+                                 f"hold that is over the max-session-bytes limit of {self.max_bytes}")
+            self._make_room(nbytes)
+            hold = Hold(self, nbytes)
+            self._holds.add(hold)
+            self._held_bytes += nbytes
+        return hold
+
+    def _unhold(self, hold: Hold) -> None:
+        with self._lock:
+            if hold in self._holds:
+                self._holds.discard(hold)
+                self._held_bytes -= hold.nbytes
+                hold.released = True
+
+    def _make_room(self, nbytes: int) -> None:
+        while self._bytes + self._held_bytes + nbytes > self.max_bytes and self._live:
+            self._drop(next(iter(self._live)), f"evicted to stay under the max-session-bytes limit of {self.max_bytes}")
 
     def put(self, state: Pass) -> str:
         nbytes = state.nbytes()
@@ -51,12 +102,13 @@ class SessionStore:
         with self._lock:
             now = self._clock()
             self._expire(now)
-            if len(self._live) >= self.max_sessions:
-                raise LimitError(f"{len(self._live)} live sessions reached the max-sessions limit of "
+            if self.count >= self.max_sessions:
+                raise LimitError(f"{self.count} live sessions reached the max-sessions limit of "
                                  f"{self.max_sessions}; release sessions (ReleaseSession) or use Run")
-            while self._bytes + nbytes > self.max_bytes and self._live:
-                self._drop(next(iter(self._live)),
-                           f"evicted to stay under the max-session-bytes limit of {self.max_bytes}")
+            if self._held_bytes + nbytes > self.max_bytes:
+                raise LimitError(f"this forward pass keeps {nbytes} bytes; with the {self._held_bytes} bytes that "
+                                 f"Train streams hold that is over the max-session-bytes limit of {self.max_bytes}")
+            self._make_room(nbytes)
             self._live[session_id] = _Entry(state, nbytes, now)
             self._bytes += nbytes
         return session_id
