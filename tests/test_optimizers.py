@@ -71,7 +71,7 @@ def test_adam_first_steps_match_the_books_formula():
     assert opt.iter == 2
 
 
-@pytest.mark.parametrize("name", ["sgd", "momentum", "adagrad", "adam"])
+@pytest.mark.parametrize("name", ["sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam"])
 def test_updates_are_in_place_and_keep_float32(name):
     """Every optimizer updates the caller's arrays in place and keeps float32 parameters float32."""
     params, grads = params_and_grads("float32")
@@ -84,7 +84,7 @@ def test_updates_are_in_place_and_keep_float32(name):
         assert not np.array_equal(params[key], before[key])
 
 
-@pytest.mark.parametrize("name", ["sgd", "momentum", "adagrad", "adam"])
+@pytest.mark.parametrize("name", ["sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam"])
 def test_each_optimizer_descends_a_quadratic(name):
     """On f(w) = |w|^2 every optimizer brings w towards the minimum at 0."""
     params = {"w": np.array([3.0, -2.0])}
@@ -96,5 +96,5 @@ def test_each_optimizer_descends_a_quadratic(name):
 
 def test_unknown_optimizer_names_the_known_ones():
     """make_optimizer refuses an unknown name and lists the ones it knows."""
-    with pytest.raises(ValueError, match="sgd, momentum, adagrad, adam"):
-        make_optimizer("rmsprop")
+    with pytest.raises(ValueError, match="sgd, momentum, nesterov, adagrad, rmsprop, adam"):
+        make_optimizer("lion")

@@ -55,7 +55,7 @@ class TrainStream:
             try:
                 tensors = self._assembled(kind, request.tensors)
                 response, out = self._handle(kind, request.message, tensors)
-            except StreamBroken:
+            except (StreamBroken, grpc.RpcError):  # the stream itself is broken, or the caller left mid-chunks
                 raise
             except Exception as exc:  # noqa: BLE001 - this message failed; the stream goes on
                 if self.context.code() is not None:  # the call itself ended while reading (undecodable, cancel)
@@ -146,6 +146,9 @@ def serve_train(servicer, requests, context: grpc.ServicerContext, replica: str)
     context.add_callback(stream.close)  # a caller that vanishes frees the run even before the handler notices
     try:
         yield from stream.answers()
+    except grpc.RpcError:  # raised by the request iterator when the caller cancelled or vanished: no one to answer
+        if context.is_active():
+            raise
     except Exception as exc:  # noqa: BLE001 - every failure becomes a status, never a crash
         if context.code() is not None:
             raise
