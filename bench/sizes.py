@@ -20,9 +20,11 @@ class Sizes:
     throughput_seconds: float = 2.0
     throughput_rounds: int = 3
     sessions: int = 1000
+    resnet_batch: int = 8
+    resnet_calls: int = 3
 
 
 FULL = Sizes()
 QUICK = Sizes(rounds=1, tiny_calls=20, train_calls=5, batch=10, chain_nodes=40, chain_calls=2, step_calls=5,
               large_mib=(0.25, 1), large_calls=(2, 1), threads=4, throughput_seconds=0.2, throughput_rounds=1,
-              sessions=20)
+              sessions=20, resnet_batch=1, resnet_calls=1)

@@ -5,21 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from gradserve.proto import kserve_pb2 as kpb
-from gradserve.proto.tensors import TensorError
-
-#: The KServe datatypes gradserve speaks, with their numpy dtypes (little-endian, as the protocol's raw bytes are).
-DATATYPES: dict[str, np.dtype] = {
-    "BOOL": np.dtype("bool"),
-    "UINT8": np.dtype("u1"),
-    "INT8": np.dtype("i1"),
-    "INT16": np.dtype("<i2"),
-    "INT32": np.dtype("<i4"),
-    "INT64": np.dtype("<i8"),
-    "FP16": np.dtype("<f2"),
-    "FP32": np.dtype("<f4"),
-    "FP64": np.dtype("<f8"),
-}
-_BY_DTYPE = {dtype.name: datatype for datatype, dtype in DATATYPES.items()}
+from gradserve.proto.dtypes import BY_KSERVE, BY_NAME
+from gradserve.proto.tensors import TensorError, element_count
 
 # Where each datatype's values go in InferTensorContents; FP16 has no field and travels as raw bytes only.
 _CONTENTS_FIELD = {
@@ -47,18 +34,18 @@ _FIELD_DTYPE = {
 def datatype(dtype) -> str:
     """The KServe datatype string for a numpy dtype (or dtype name): float32 -> "FP32"."""
     try:
-        return _BY_DTYPE[np.dtype(dtype).name]
+        return BY_NAME[np.dtype(dtype).name].kserve
     except (KeyError, TypeError):
         raise TensorError(f"dtype {dtype} has no KServe datatype here; use one of "
-                          f"{', '.join(_BY_DTYPE)}") from None
+                          f"{', '.join(BY_NAME)}") from None
 
 
 def numpy_dtype(name: str, what: str = "tensor") -> np.dtype:
     """The numpy dtype for a KServe datatype string: "FP32" -> float32."""
     try:
-        return DATATYPES[name]
+        return BY_KSERVE[name].numpy
     except KeyError:
-        raise TensorError(f"{what}: datatype {name!r} is not supported; use one of {', '.join(DATATYPES)}") from None
+        raise TensorError(f"{what}: datatype {name!r} is not supported; use one of {', '.join(BY_KSERVE)}") from None
 
 
 def request_inputs(request: kpb.ModelInferRequest) -> dict[str, np.ndarray]:
@@ -84,20 +71,13 @@ def add_output(response: kpb.ModelInferResponse, name: str, array: np.ndarray) -
     array = np.asarray(array)
     kind = datatype(array.dtype)
     response.outputs.add(name=name, datatype=kind, shape=array.shape)
-    response.raw_output_contents.append(np.ascontiguousarray(array, dtype=DATATYPES[kind]).tobytes())
-
-
-def _shape(tensor, what: str) -> tuple[tuple[int, ...], int]:
-    """(shape, element count), refusing negative dimensions."""
-    shape = tuple(tensor.shape)
-    if any(d < 0 for d in shape):
-        raise TensorError(f"{what}: shape {list(shape)} has a negative dimension")
-    return shape, int(np.prod(shape, dtype=np.int64))
+    response.raw_output_contents.append(np.ascontiguousarray(array, dtype=BY_KSERVE[kind].numpy).tobytes())
 
 
 def _from_raw(tensor, data: bytes, what: str) -> np.ndarray:
     dtype = numpy_dtype(tensor.datatype, what)
-    shape, count = _shape(tensor, what)
+    shape = tuple(tensor.shape)
+    count = element_count(shape, dtype.itemsize, what)
     if count * dtype.itemsize != len(data):
         raise TensorError(f"{what}: {len(data)} raw bytes do not match shape {list(shape)} of {tensor.datatype} "
                           f"({count} elements x {dtype.itemsize} bytes = {count * dtype.itemsize})")
@@ -106,7 +86,8 @@ def _from_raw(tensor, data: bytes, what: str) -> np.ndarray:
 
 def _from_contents(tensor, what: str) -> np.ndarray:
     dtype = numpy_dtype(tensor.datatype, what)
-    shape, count = _shape(tensor, what)
+    shape = tuple(tensor.shape)
+    count = element_count(shape, dtype.itemsize, what)
     field = _CONTENTS_FIELD.get(tensor.datatype)
     if field is None:
         raise TensorError(f"{what}: {tensor.datatype} data travels only as raw_input_contents (the protocol "

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import math
 from typing import Callable, Iterable, Iterator, Mapping, NamedTuple
 
 import numpy as np
 from google.protobuf.message import Message
 
 from gradserve.proto import gradserve_pb2 as pb
-from gradserve.proto.tensors import TensorError, dtype_name, native_array
+from gradserve.proto.tensors import TensorError, element_count, native_array, numpy_dtype
 from gradserve.proto import wire
 from gradserve.proto.wire import RawTensor
 
@@ -119,17 +118,19 @@ def receive(chunks: Iterable[pb.RunChunk], part: str, fields: Iterable[str],
     for field in fields:
         tensors[field] = dict(getattr(message, field).items())
         message.ClearField(field)
-    for named in tensors.values():
+    sizes = {}  # (field, name) -> (element count, item size)
+    for field, named in tensors.items():
         for name, tensor in named.items():
-            if any(d < 0 for d in tensor.shape):
-                raise TensorError(f"{name!r}: shape {list(tensor.shape)} has a negative dimension")
+            itemsize = numpy_dtype(tensor.dtype, repr(name)).itemsize
+            sizes[field, name] = element_count(tensor.shape, itemsize, repr(name)), itemsize
     if check_sizes is not None:
-        check_sizes((name, math.prod(t.shape)) for named in tensors.values() for name, t in named.items())
+        check_sizes((name, count) for (_, name), (count, _) in sizes.items())
     for field, named in tensors.items():
         for name, tensor in named.items():
             data = tensor.data
             if not data:
-                buffer = np.empty(math.prod(tensor.shape) * _itemsize(tensor.dtype, name), np.uint8)
+                count, itemsize = sizes[field, name]
+                buffer = np.empty(count * itemsize, np.uint8)
                 buffers[field, name] = [buffer, 0]
                 data = memoryview(buffer).toreadonly()
             named[name] = RawTensor(tensor.dtype, tuple(tensor.shape), data)
@@ -150,10 +151,3 @@ def receive(chunks: Iterable[pb.RunChunk], part: str, fields: Iterable[str],
         if filled != buffer.size:
             raise TensorError(f"{field} {name!r}: the chunks carried {filled} of its {buffer.size} bytes")
     return message, tensors
-
-
-def _itemsize(code: int, name: str) -> int:
-    try:
-        return np.dtype(dtype_name(code)).itemsize
-    except TensorError as exc:
-        raise TensorError(f"{name!r}: {exc}") from None

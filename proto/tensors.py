@@ -8,21 +8,10 @@ from typing import Mapping
 import numpy as np
 
 from gradserve.proto import gradserve_pb2 as pb
+from gradserve.proto.dtypes import BY_CODE, BY_NAME, BY_NUMPY
 
-_TO_NUMPY = {
-    pb.FLOAT32: np.dtype("<f4"),
-    pb.FLOAT64: np.dtype("<f8"),
-    pb.INT32: np.dtype("<i4"),
-    pb.INT64: np.dtype("<i8"),
-    pb.BOOL: np.dtype("bool"),
-    pb.FLOAT16: np.dtype("<f2"),
-    pb.INT8: np.dtype("i1"),
-    pb.INT16: np.dtype("<i2"),
-    pb.UINT8: np.dtype("u1"),
-}
-_TO_PROTO = {dtype.name: code for code, dtype in _TO_NUMPY.items()}
-_CODE_OF = {dtype: code for code, dtype in _TO_NUMPY.items()}  # by native dtype object: no name lookup
-DTYPE_NAMES = {code: dtype.name for code, dtype in _TO_NUMPY.items()}
+#: No array holds more bytes than numpy can index.
+_MAX_BYTES = np.iinfo(np.intp).max
 
 
 class TensorError(ValueError):
@@ -32,26 +21,47 @@ class TensorError(ValueError):
 def dtype_code(dtype) -> int:
     """The DType enum value for a numpy dtype (or dtype name)."""
     try:
-        return _TO_PROTO[np.dtype(dtype).name]
+        return BY_NAME[np.dtype(dtype).name].code
     except (KeyError, TypeError):
-        raise TensorError(f"dtype {dtype} is not supported; use one of {', '.join(_TO_PROTO)}") from None
+        raise TensorError(f"dtype {dtype} is not supported; use one of {', '.join(BY_NAME)}") from None
+
+
+def numpy_dtype(code: int, name: str | None = None) -> np.dtype:
+    """The numpy dtype for a DType enum value; raise TensorError (naming ``name``) for an unknown one."""
+    row = BY_CODE.get(code)
+    if row is None:
+        where = f"{name}: " if name else ""
+        raise TensorError(f"{where}unknown dtype code {code}; use one of {', '.join(pb.DType.keys()[1:])}")
+    return row.numpy
 
 
 def dtype_name(code: int) -> str:
-    try:
-        return DTYPE_NAMES[code]
-    except KeyError:
-        raise TensorError(f"unknown dtype code {code}; use one of {', '.join(pb.DType.keys()[1:])}") from None
+    """The numpy name of a DType enum value ("float32")."""
+    return numpy_dtype(code).name
+
+
+def element_count(shape, itemsize: int, name: str) -> int:
+    """The number of elements of ``shape``; raise TensorError naming ``name`` when a dimension is negative or
+    the array would hold more bytes than any array can (every reader of tensors checks shapes here: gradserve.v1,
+    RunStream, KServe)."""
+    shape = tuple(shape)
+    if any(d < 0 for d in shape):
+        raise TensorError(f"{name}: shape {list(shape)} has a negative dimension")
+    count = math.prod(shape)
+    if count * itemsize > _MAX_BYTES:
+        raise TensorError(f"{name}: shape {list(shape)} has {count} elements, more than any array can hold")
+    return count
 
 
 def native_array(array) -> tuple[np.ndarray, int]:
     """``array`` (anything np.asarray takes) as a little-endian array, and its DType code."""
     array = np.asarray(array)
-    code = _CODE_OF.get(array.dtype)  # fast path: a native little-endian dtype
-    if code is None:
-        code = dtype_code(array.dtype)
-        if array.dtype.byteorder == ">":
-            array = array.astype(array.dtype.newbyteorder("<"))
+    row = BY_NUMPY.get(array.dtype)  # fast path: a native little-endian dtype
+    if row is not None:
+        return array, row.code
+    code = dtype_code(array.dtype)
+    if array.dtype.byteorder == ">":
+        array = array.astype(array.dtype.newbyteorder("<"))
     return array, code
 
 
@@ -71,14 +81,13 @@ def to_tensor(array, out: pb.Tensor | None = None) -> pb.Tensor:
 def from_tensor(tensor: pb.Tensor, name: str = "tensor") -> np.ndarray:
     """A read-only numpy view of the Tensor's bytes (a copy when they are unaligned); raise TensorError naming
     ``name`` when they disagree."""
-    dtype = _TO_NUMPY.get(tensor.dtype)
-    if dtype is None:
-        raise TensorError(f"{name}: unknown dtype code {tensor.dtype}; use one of {', '.join(pb.DType.keys()[1:])}")
+    row = BY_CODE.get(tensor.dtype)
+    dtype = row.numpy if row is not None else numpy_dtype(tensor.dtype, name)
     shape = tuple(tensor.shape[:])  # a repeated field's slice is a list, made in C: half the cost of tuple(field)
     data = tensor.data  # every read of a bytes field copies it out of the message: read it once
     count = math.prod(shape)
     if count * dtype.itemsize != len(data):
-        _check_dimensions(shape, name)
+        element_count(shape, dtype.itemsize, name)  # a negative or overflowing dimension says so first
         raise TensorError(
             f"{name}: {len(data)} bytes do not match shape {list(shape)} of {dtype.name} "
             f"({count} elements x {dtype.itemsize} bytes = {count * dtype.itemsize})"
@@ -88,7 +97,7 @@ def from_tensor(tensor: pb.Tensor, name: str = "tensor") -> np.ndarray:
         # a view of the buffer, read-only as the buffer is.
         array = np.ndarray(shape, dtype, data)
     except (ValueError, TypeError) as exc:  # more dimensions than numpy allows, or a size it cannot index
-        _check_dimensions(shape, name)
+        element_count(shape, dtype.itemsize, name)
         raise TensorError(f"{name}: shape {list(shape)} is not a valid array shape: {exc}") from None
     # Bytes read in place from a message (proto/wire.py) may start at any offset: numpy's loops and BLAS run
     # slower on unaligned elements than one copy costs.
@@ -96,11 +105,6 @@ def from_tensor(tensor: pb.Tensor, name: str = "tensor") -> np.ndarray:
         array = array.copy()
         array.flags.writeable = False  # like every array read from a message
     return array
-
-
-def _check_dimensions(shape: tuple[int, ...], name: str) -> None:
-    if any(d < 0 for d in shape):
-        raise TensorError(f"{name}: shape {list(shape)} has a negative dimension")
 
 
 def to_tensor_map(arrays: Mapping[str, np.ndarray], out) -> None:

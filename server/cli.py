@@ -1,158 +1,152 @@
-"""The `gradserve` command: serve, layers, plugins, health, import-onnx, demo.
+"""The `gradserve` command (on click): serve, layers, plugins, health, import-onnx, demo.
 
-Every --foo-bar flag also reads the environment variable GRADSERVE_FOO_BAR (a flag given on the command line wins).
+Every --foo-bar option also reads the environment variable GRADSERVE_FOO_BAR (an option on the command line wins).
 """
 
 from __future__ import annotations
 
-import argparse
+import functools
 import json
 import logging
 import os
 import signal
 import sys
 import threading
+from types import SimpleNamespace
+
+import click
 
 _LOGGER = logging.getLogger(__name__)
 
 ENV_PREFIX = "GRADSERVE_"
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+OPTIMIZERS = ("sgd", "momentum", "adagrad", "adam")
+CONTEXT = {"help_option_names": ["-h", "--help"], "show_default": True, "max_content_width": 110}
+#: The ``obj`` that has a command callback hand back its options instead of running (parse_args).
+_PARSE_ONLY = object()
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    apply_env_defaults(parser)
-    args = parser.parse_args(argv)
-    from gradserve.server.runtime.logs import configure_logging
-
-    configure_logging(getattr(args, "log_level", "INFO"), getattr(args, "log_json", False))
-    from gradserve.server.service.registry import PluginConflictError
-
+    """The console entry point: run `gradserve ARGV`; the exit code (2 for a bad option or variable)."""
     try:
-        return args.func(args) or 0
-    except PluginConflictError as exc:  # a start-up error the operator fixes: say it, no traceback
-        print(f"gradserve {args.command}: {exc}", file=sys.stderr)
-        return 2
+        return cli.main(args=argv, prog_name="gradserve", standalone_mode=False) or 0
+    except click.ClickException as exc:  # a bad option or variable: click's one-line message, exit 2
+        exc.show()
+        return exc.exit_code
+    except click.Abort:
+        print("Aborted!", file=sys.stderr)
+        return 1
     except BrokenPipeError:  # `gradserve plugins | head`: the reader left, nothing more to say
         sys.stderr.close()
         return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="gradserve", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
-
-    def command(name: str, help: str) -> argparse.ArgumentParser:
-        return commands.add_parser(name, help=help, description=help)
-
-    from gradserve.server.runtime.memory_cap import AUTO, parse_max_memory
-
-    serve = command("serve", "run the gRPC server")
-    serve.add_argument("--host", default="127.0.0.1", help="address to bind (0.0.0.0 for all)")
-    serve.add_argument("--port", type=int, default=50051, help="port to bind (0 picks a free one)")
-    serve.add_argument("--max-workers", type=int, default=16, help="threads serving calls")
-    serve.add_argument("--blas-threads", type=int, default=1,
-                       help="BLAS threads per server process (0: the BLAS library's default); scale out with --workers")
-    serve.add_argument("--max-memory", type=parse_max_memory, default=AUTO,
-                       help="memory cap per server process: bytes or a size (512M, 2G); a request that needs more "
-                            "fails with RESOURCE_EXHAUSTED instead of getting the server OOM-killed (0 or none: "
-                            "no cap; default auto: the container's memory limit, if it has one, shared by --workers)")
-    serve.add_argument("--graph-store", default=None, help="folder where named graphs persist")
-    serve.add_argument("--grace", type=float, default=10.0, help="seconds in-flight calls get on SIGTERM")
-    serve.add_argument("--max-connection-age", type=float, default=0.0,
-                       help="seconds after which a client is asked to reconnect (its calls under way get --grace); "
-                            "round_robin clients then find replicas added since (0: never)")
-    serve.add_argument("--workers", type=int, default=1,
-                       help="server processes sharing --port (SO_REUSEPORT); more than 1 needs an explicit port")
-    serve.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR (WARNING hides the "
-                                                           "line per call)")
-    serve.add_argument("--log-json", action="store_true", help="log JSON lines (one per request and event)")
-    security = serve.add_argument_group("security")
-    security.add_argument("--tls-cert", default=None, help="PEM certificate chain: serve TLS only (with --tls-key)")
-    security.add_argument("--tls-key", default=None, help="PEM private key of --tls-cert")
-    security.add_argument("--tls-client-ca", default=None,
-                          help="PEM CA bundle: mutual TLS, every client must present a certificate it signed")
-    security.add_argument("--token", default=None,
-                          help="bearer token every call must carry (health is exempt); prefer GRADSERVE_TOKEN or "
-                               "--token-file, which `ps` does not show")
-    security.add_argument("--token-file", default=None,
-                          help="file of accepted bearer tokens, one per line (several allow rotation)")
-    observability = serve.add_argument_group("metrics")
-    observability.add_argument("--metrics-port", type=int, default=None,
-                               help="serve Prometheus metrics on this port (default: off; 0 picks a free port; "
-                                    "with --workers N, worker i uses port + i)")
-    observability.add_argument("--metrics-host", default=None, help="address for metrics (default: --host)")
-    _add_limit_flags(serve)
-    serve.set_defaults(func=cmd_serve)
-
-    layers = command("layers", "list the layers a running server offers")
-    layers.add_argument("--target", default="127.0.0.1:50051", help="HOST:PORT of the server")
-    layers.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    _add_client_flags(layers)
-    layers.set_defaults(func=cmd_layers)
-
-    plugins = command("plugins", "print the installed plugins and their load status as JSON")
-    plugins.set_defaults(func=cmd_plugins)
-
-    health = command("health", "ask a server's gRPC health service; exit 0 only when SERVING")
-    health.add_argument("--target", default=None, help="HOST:PORT to ask (default 127.0.0.1:PORT)")
-    health.add_argument("--port", type=int, default=50051, help="local port to ask when no --target is given")
-    health.add_argument("--service", default="", help="service to ask about ('' = the whole server)")
-    health.add_argument("--timeout", type=float, default=3.0, help="seconds to wait for the answer")
-    _add_client_flags(health, token=False)
-    health.set_defaults(func=cmd_health)
-
-    onnx_import = command("import-onnx", "register an ONNX model's graph on a server; print its id as JSON "
-                                         "(needs gradserve[onnx])")
-    onnx_import.add_argument("model", help="the .onnx file")
-    onnx_import.add_argument("--target", default="127.0.0.1:50051", help="HOST:PORT of the server")
-    onnx_import.add_argument("--name", default=None, help="serve the graph under this name (a KServe model)")
-    onnx_import.add_argument("--freeze", action="store_true",
-                             help="bake the initializers in as constants instead of parameters to feed")
-    _add_client_flags(onnx_import)
-    onnx_import.set_defaults(func=cmd_import_onnx)
-
-    demo = command("demo", "the chapter's examples, a gradient check and a network trained live "
-                           "(needs gradserve[demo])")
-    demo.add_argument("--target", default=None, help="HOST:PORT of a server (default: start an embedded one)")
-    demo.add_argument("--out", default="gradserve-out", help="folder for the pictures")
-    demo.add_argument("--epochs", type=int, default=20, help="training epochs (the default reaches >= 95%%)")
-    demo.add_argument("--hidden", type=int, default=100, help="hidden units of TwoLayerNet")
-    demo.add_argument("--batch-size", type=int, default=32)
-    demo.add_argument("--optimizer", default="adam", choices=["sgd", "momentum", "adagrad", "adam"])
-    demo.add_argument("--lr", type=float, default=0.002, help="learning rate")
-    demo.add_argument("--seed", type=int, default=0, help="seeds the split, the initial weights and the batches")
-    demo.add_argument("--log-level", default="WARNING", help="DEBUG, INFO, WARNING or ERROR")
-    _add_client_flags(demo)
-    demo.set_defaults(func=cmd_demo)
-    return parser
+def parse_args(argv: list[str]) -> SimpleNamespace:
+    """The options `gradserve ARGV` would run with (GRADSERVE_* variables included), without running it."""
+    return cli.main(args=list(argv), prog_name="gradserve", standalone_mode=False, obj=_PARSE_ONLY)
 
 
-def _add_limit_flags(parser: argparse.ArgumentParser) -> None:
-    from dataclasses import fields
-
-    from gradserve.server.service.limits import Limits
-
-    group = parser.add_argument_group("limits")
-    for limit in fields(Limits):
-        group.add_argument("--" + limit.name.replace("_", "-"), type=type(limit.default), default=limit.default,
-                           help=f"{limit.metadata['help']} (default {limit.default})")
+def option(*decls: str, **attrs):
+    """A click option that also reads GRADSERVE_FOO_BAR for --foo-bar; --help and errors name the variable."""
+    flag = next(d for d in decls if d.startswith("--"))
+    attrs.setdefault("envvar", ENV_PREFIX + flag[2:].upper().replace("-", "_"))
+    attrs.setdefault("show_envvar", True)
+    return click.option(*decls, **attrs)
 
 
-def _add_client_flags(parser: argparse.ArgumentParser, token: bool = True) -> None:
-    """How a client subcommand reaches a server that uses TLS, mutual TLS or a token."""
-    group = parser.add_argument_group("connection")
-    group.add_argument("--tls-ca", default=None, help="PEM roots that verify the server: connect with TLS")
-    group.add_argument("--tls-client-cert", default=None, help="PEM client certificate, for mutual TLS")
-    group.add_argument("--tls-client-key", default=None, help="PEM private key of --tls-client-cert")
-    group.add_argument("--tls-server-name", default=None,
-                       help="name the server's certificate carries, when the target's host differs")
+def runs(command):
+    """A click callback running ``command(args)``: its options as one namespace, logging configured first."""
+
+    @functools.wraps(command)
+    def callback(**params):
+        ctx = click.get_current_context()
+        args = SimpleNamespace(command=ctx.info_name, **params)
+        if ctx.obj is _PARSE_ONLY:
+            return args
+        from gradserve.server.runtime.logs import configure_logging
+
+        configure_logging(params.get("log_level", "INFO"), params.get("log_json", False))
+        return command(args)
+
+    return callback
+
+
+def fail(args, error, code: int = 1) -> int:
+    """Say why the command failed, on one line of stderr; return its exit code."""
+    print(f"gradserve {args.command}: {error}", file=sys.stderr)
+    return code
+
+
+def with_options(decorators):
+    """One decorator applying ``decorators`` in order, top first, as if stacked above the function."""
+
+    def apply(command):
+        for decorator in reversed(decorators):
+            command = decorator(command)
+        return command
+
+    return apply
+
+
+class MemorySize(click.ParamType):
+    """A --max-memory value: bytes, a size (512M, 2GiB), 0 or none for no cap, or auto."""
+
+    name = "size"
+
+    def convert(self, value, param, ctx):
+        if not isinstance(value, str):
+            return value
+        import argparse
+
+        from gradserve.server.runtime.memory_cap import parse_max_memory
+
+        try:
+            return parse_max_memory(value)
+        except argparse.ArgumentTypeError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+#: A PEM or token file that must exist when it is named.
+FILE = click.Path(exists=True, dir_okay=False)
+PORT = click.IntRange(0, 65535)
+COUNT = click.IntRange(min=1)
+SECONDS = click.FloatRange(min=0)
+
+
+class Gradserve(click.Group):
+    """The command group; `serve` is built on first use: its limit options come from Limits, which needs numpy
+    (`gradserve health`, a container's probe, imports neither)."""
+
+    def list_commands(self, ctx):
+        return sorted({*super().list_commands(ctx), "serve"})
+
+    def get_command(self, ctx, name):
+        return serve_command() if name == "serve" else super().get_command(ctx, name)
+
+
+@click.group(cls=Gradserve, context_settings=CONTEXT, help=__doc__)
+@click.version_option(package_name="gradserve", prog_name="gradserve")
+def cli():
+    pass
+
+
+def client_options(token: bool = True):
+    """The options of a client command that reaches a server using TLS, mutual TLS or a token."""
+    decorators = [
+        option("--tls-ca", type=FILE, default=None, help="PEM roots that verify the server: connect with TLS"),
+        option("--tls-client-cert", type=FILE, default=None, help="PEM client certificate, for mutual TLS"),
+        option("--tls-client-key", type=FILE, default=None, help="PEM private key of --tls-client-cert"),
+        option("--tls-server-name", default=None,
+               help="name the server's certificate carries, when the target's host differs"),
+    ]
     if token:
-        group.add_argument("--token", default=None, help="bearer token to send (or GRADSERVE_TOKEN)")
-        group.add_argument("--token-file", default=None, help="file whose first line is the bearer token")
+        decorators += [option("--token", default=None, help="bearer token to send"),
+                       option("--token-file", type=FILE, default=None, help="file whose first line is the bearer token")]
+    return with_options(decorators)
 
 
 def client_kwargs(args) -> dict:
-    """gs.connect() keyword arguments from the flags of _add_client_flags."""
+    """gs.connect() keyword arguments from the options of client_options."""
     kwargs = {"root_certificates": args.tls_ca, "certificate_chain": args.tls_client_cert,
               "private_key": args.tls_client_key, "server_name": args.tls_server_name}
     if hasattr(args, "token"):
@@ -163,27 +157,60 @@ def client_kwargs(args) -> dict:
     return kwargs
 
 
-def apply_env_defaults(parser: argparse.ArgumentParser, environ=os.environ) -> None:
-    """Let GRADSERVE_FOO_BAR set the default of every --foo-bar flag, in every subcommand."""
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            for sub in action.choices.values():
-                apply_env_defaults(sub, environ)
-            continue
-        long_flags = [o for o in action.option_strings if o.startswith("--")]
-        if not long_flags or action.dest == "help":
-            continue
-        name = ENV_PREFIX + long_flags[0][2:].upper().replace("-", "_")
-        value = environ.get(name)
-        if value is None:
-            continue
-        if action.nargs == 0:  # store_true / store_false
-            action.default = value.strip().lower() in ("1", "true", "yes", "on")
-            continue
-        try:
-            action.default = action.type(value) if action.type else value
-        except (ValueError, TypeError, argparse.ArgumentTypeError) as exc:  # exits 2, as a bad flag does
-            parser.error(f"{name}={value!r} is not a valid {long_flags[0]}: {exc}")
+# -- serve --
+
+
+@functools.cache
+def serve_command() -> click.Command:
+    """`gradserve serve`, with one option per field of Limits."""
+    from dataclasses import fields
+
+    from gradserve.server.service.limits import Limits
+
+    limit_options = [option("--" + limit.name.replace("_", "-"), type=type(limit.default), default=limit.default,
+                            help=limit.metadata["help"]) for limit in fields(Limits)]
+
+    @click.command("serve", context_settings=CONTEXT)
+    @option("--host", default="127.0.0.1", help="address to bind (0.0.0.0 for all)")
+    @option("--port", type=PORT, default=50051, help="port to bind (0 picks a free one)")
+    @option("--max-workers", type=COUNT, default=16, help="threads serving calls")
+    @option("--blas-threads", type=click.IntRange(min=0), default=1,
+            help="BLAS threads per server process (0: the BLAS library's default); scale out with --workers")
+    @option("--max-memory", type=MemorySize(), default="auto",
+            help="memory cap per server process: bytes or a size (512M, 2G); a request that needs more fails with "
+                 "RESOURCE_EXHAUSTED instead of getting the server OOM-killed (0 or none: no cap; auto: the "
+                 "container's memory limit, if it has one, shared by --workers)")
+    @option("--graph-store", type=click.Path(file_okay=False), default=None,
+            help="folder where named graphs persist")
+    @option("--grace", type=SECONDS, default=10.0, help="seconds in-flight calls get on SIGTERM")
+    @option("--max-connection-age", type=SECONDS, default=0.0,
+            help="seconds after which a client is asked to reconnect (its calls under way get --grace); "
+                 "round_robin clients then find replicas added since (0: never)")
+    @option("--workers", type=COUNT, default=1,
+            help="server processes sharing --port (SO_REUSEPORT); more than 1 needs an explicit port")
+    @option("--log-level", type=click.Choice(LOG_LEVELS, case_sensitive=False), default="INFO",
+            help="WARNING hides the line per call")
+    @option("--log-json", is_flag=True, help="log JSON lines (one per request and event)")
+    @option("--tls-cert", type=FILE, default=None, help="PEM certificate chain: serve TLS only (with --tls-key)")
+    @option("--tls-key", type=FILE, default=None, help="PEM private key of --tls-cert")
+    @option("--tls-client-ca", type=FILE, default=None,
+            help="PEM CA bundle: mutual TLS, every client must present a certificate it signed")
+    @option("--token", default=None,
+            help="bearer token every call must carry (health is exempt); prefer the variable or --token-file, "
+                 "which `ps` does not show")
+    @option("--token-file", type=FILE, default=None,
+            help="file of accepted bearer tokens, one per line (several allow rotation)")
+    @option("--metrics-port", type=PORT, default=None,
+            help="serve Prometheus metrics on this port (default: off; 0 picks a free port; with --workers N, "
+                 "worker i uses port + i)")
+    @option("--metrics-host", default=None, help="address for metrics (default: --host)")
+    @with_options(limit_options)
+    @runs
+    def serve(args) -> int:
+        """Run the gRPC server."""
+        return cmd_serve(args)
+
+    return serve
 
 
 def limits_from_args(args):
@@ -193,7 +220,7 @@ def limits_from_args(args):
 
 
 def server_options_from_args(args):
-    """ServerOptions from the serve flags, reading the TLS and token files (no gRPC object is made here)."""
+    """ServerOptions from the serve options, reading the TLS and token files (no gRPC object is made here)."""
     from gradserve.server.rpc.server import ServerOptions
     from gradserve.server.rpc.auth import SecurityConfigError, read_tokens
 
@@ -217,13 +244,16 @@ def server_options_from_args(args):
 
 def cmd_serve(args) -> int:
     from gradserve.server.rpc.auth import SecurityConfigError, check_tls
+    from gradserve.server.service.registry import PluginConflictError
 
     try:
         options = server_options_from_args(args)
-        check_tls(options.tls_cert, options.tls_key, options.tls_client_ca)  # refuse bad flags before any fork
+        check_tls(options.tls_cert, options.tls_key, options.tls_client_ca)  # refuse bad options before any fork
     except SecurityConfigError as exc:
-        print(f"gradserve serve: {exc}", file=sys.stderr)
-        return 2
+        return fail(args, exc, code=2)
+    if args.workers > 1 and args.port == 0:
+        return fail(args, "--workers needs an explicit --port: with port 0 each worker would bind a different "
+                          "free port", code=2)
     from gradserve.server.runtime.malloc import keep_freed_memory
     from gradserve.server.runtime.blas import limit_blas_threads
     from gradserve.server.runtime.memory_cap import apply_max_memory
@@ -232,14 +262,13 @@ def cmd_serve(args) -> int:
     limit_blas_threads(args.blas_threads)
     apply_max_memory(args.max_memory, processes=args.workers)  # before any fork: every worker inherits the cap
     if args.workers > 1:
-        if args.port == 0:
-            print("gradserve serve: --workers needs an explicit --port: with port 0 each worker would bind "
-                  "a different free port", file=sys.stderr)
-            return 2
         from gradserve.server.runtime.workers import supervise
 
         return supervise(args.workers, lambda index, ready: serve_until_signal(args, options, index, ready))
-    return serve_until_signal(args, options)
+    try:
+        return serve_until_signal(args, options)
+    except PluginConflictError as exc:  # a start-up error the operator fixes: say it, no traceback
+        return fail(args, exc, code=2)
 
 
 def serve_until_signal(args, options, worker: int | None = None, ready=None) -> int:
@@ -279,11 +308,23 @@ def _announce(args, text: str) -> None:
     print(json.dumps({"message": text}) if args.log_json else text, file=sys.stderr, flush=True)
 
 
-def cmd_layers(args) -> int:
+# -- the client-side commands --
+
+
+@cli.command("layers", context_settings=CONTEXT)
+@option("--target", default="127.0.0.1:50051", help="HOST:PORT of the server")
+@option("--json", is_flag=True, help="print JSON instead of a table")
+@client_options()
+@runs
+def layers(args) -> int:
+    """List the layers a running server offers (a table that fits the terminal, or --json)."""
     import gradserve.client as gs
 
-    with gs.connect(args.target, **client_kwargs(args)) as client:
-        info = client.list_layers()
+    try:
+        with gs.connect(args.target, **client_kwargs(args)) as client:
+            info = client.list_layers()
+    except gs.GradserveError as exc:
+        return fail(args, f"{args.target}: {exc}")
     for plugin in info.plugins:  # on stderr, so --json output stays parseable
         if plugin["status"] != "loaded":
             print(f"plugin {plugin['name']} ({plugin['distribution']} {plugin['version']}) is {plugin['status']} "
@@ -291,25 +332,42 @@ def cmd_layers(args) -> int:
     if args.json:
         print(json.dumps([layer.as_dict() for layer in info.layers], indent=2))
         return 0
-    rows = [("LAYER", "INPUTS", "OUTPUTS", "PLUGIN", "VERSION", "DOC")]
-    rows += [(l.name, ",".join(l.inputs), ",".join(l.outputs), l.distribution, l.version, l.doc)
-             for l in info.layers]
-    widths = [max(len(r[i]) for r in rows) for i in range(5)]
-    for row in rows:
-        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)) + "  " + row[5])
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    for column in ("LAYER", "INPUTS", "OUTPUTS", "PLUGIN", "VERSION"):
+        table.add_column(column, no_wrap=column in ("LAYER", "VERSION"), overflow="fold")
+    table.add_column("DOC", ratio=1, min_width=20)  # the doc takes what is left, wrapped
+    for l in info.layers:
+        table.add_row(l.name, ", ".join(l.inputs), ", ".join(l.outputs), l.distribution, l.version, l.doc)
+    Console(highlight=False).print(table)
     return 0
 
 
-def cmd_plugins(args) -> int:
-    from gradserve.server.service.registry import load_registry
+@cli.command("plugins", context_settings=CONTEXT)
+@runs
+def plugins(args) -> int:
+    """Print the installed plugins and their load status as JSON."""
+    from gradserve.server.service.registry import PluginConflictError, load_registry
 
-    registry = load_registry()
+    try:
+        registry = load_registry()
+    except PluginConflictError as exc:  # a start-up error the operator fixes: say it, no traceback
+        return fail(args, exc, code=2)
     print(json.dumps([p.as_dict() for p in registry.plugins], indent=2))
     return 0
 
 
-def cmd_health(args) -> int:
-    """Exit 0 when the server answers SERVING, 1 otherwise: a container HEALTHCHECK or an exec probe."""
+@cli.command("health", context_settings=CONTEXT)
+@option("--target", default=None, help="HOST:PORT to ask (default 127.0.0.1:PORT)")
+@option("--port", type=PORT, default=50051, help="local port to ask when no --target is given")
+@option("--service", default="", help="service to ask about ('' = the whole server)")
+@option("--timeout", type=SECONDS, default=3.0, help="seconds to wait for the answer")
+@client_options(token=False)
+@runs
+def health(args) -> int:
+    """Ask a server's gRPC health service; exit 0 only when SERVING."""
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
@@ -317,7 +375,8 @@ def cmd_health(args) -> int:
 
     # Without --target, ask this machine on --port: GRADSERVE_PORT then sets both serve and health.
     target = args.target or f"127.0.0.1:{args.port}"
-    with open_channel(target, **client_kwargs(args)) as channel:
+    # A probe reports the state now: its caller (the container runtime, the kubelet) retries on its own schedule.
+    with open_channel(target, retries=False, **client_kwargs(args)) as channel:
         try:
             response = health_pb2_grpc.HealthStub(channel).Check(
                 health_pb2.HealthCheckRequest(service=args.service), timeout=args.timeout)
@@ -328,24 +387,49 @@ def cmd_health(args) -> int:
     return 0 if response.status == health_pb2.HealthCheckResponse.SERVING else 1
 
 
-def cmd_import_onnx(args) -> int:
-    """Register an ONNX model's graph on a server; print its id, inputs, parameters and outputs as JSON."""
+@cli.command("import-onnx", context_settings=CONTEXT)
+@click.argument("model", type=FILE)
+@option("--target", default="127.0.0.1:50051", help="HOST:PORT of the server")
+@option("--name", default=None, help="serve the graph under this name (a KServe model)")
+@option("--freeze", is_flag=True, help="bake the initializers in as constants instead of parameters to feed")
+@client_options()
+@runs
+def import_onnx(args) -> int:
+    """Register an ONNX model's graph on a server; print its id, inputs, parameters and outputs as JSON
+    (needs gradserve[onnx])."""
     import gradserve.client as gs
-    from gradserve.client.onnx_import import OnnxConversionError, import_onnx
 
+    try:
+        from gradserve.client.onnx_import import OnnxConversionError, import_onnx
+    except ImportError as exc:
+        return fail(args, f"{exc}: pip install 'gradserve[onnx]'")
     try:
         imported = import_onnx(args.model, freeze=args.freeze)
         with gs.connect(args.target, **client_kwargs(args)) as client:
             graph_id = client.register(imported.graph, name=args.name)
     except (OnnxConversionError, gs.GradserveError, OSError) as exc:
-        print(f"gradserve import-onnx: {exc}", file=sys.stderr)
-        return 1
+        return fail(args, exc)
     print(json.dumps({"graph_id": graph_id, "name": args.name or "", "inputs": imported.inputs,
                       "parameters": sorted(imported.params), "outputs": imported.outputs}, indent=2))
     return 0
 
 
-def cmd_demo(args) -> int:
+@cli.command("demo", context_settings=CONTEXT)
+@option("--target", default=None, help="HOST:PORT of a server (default: start an embedded one)")
+@option("--out", type=click.Path(file_okay=False), default="gradserve-out", help="folder for the pictures")
+@option("--epochs", type=COUNT, default=20, help="training epochs (the default reaches >= 95%)")
+@option("--hidden", type=COUNT, default=100, help="hidden units of TwoLayerNet")
+@option("--batch-size", type=COUNT, default=32, help="examples per training step")
+@option("--optimizer", type=click.Choice(OPTIMIZERS, case_sensitive=False), default="adam",
+        help="the book's update rule")
+@option("--lr", type=click.FloatRange(min=0, min_open=True), default=0.002, help="learning rate")
+@option("--seed", type=int, default=0, help="seeds the split, the initial weights and the batches")
+@option("--log-level", type=click.Choice(LOG_LEVELS, case_sensitive=False), default="WARNING",
+        help="DEBUG, INFO, WARNING or ERROR")
+@client_options()
+@runs
+def demo(args) -> int:
+    """The chapter's examples, a gradient check and a network trained live (needs gradserve[demo])."""
     from gradserve.client.demo import DemoOptions, run_demo
 
     return run_demo(DemoOptions.from_args(args), connect_kwargs=client_kwargs(args))

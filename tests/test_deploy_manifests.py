@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from gradserve.server.rpc.server import SERVICE_NAME
-from gradserve.server.cli import apply_env_defaults, build_parser
+from gradserve.server.cli import parse_args
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
@@ -42,9 +42,10 @@ def container() -> dict:
 
 def serve_args(environ: dict[str, str]):
     """What `gradserve serve` makes of these GRADSERVE_* variables, exactly as the CLI reads them."""
-    parser = build_parser()
-    apply_env_defaults(parser, environ)
-    return parser.parse_args(["serve"])
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in environ.items():
+            patch.setenv(name, value)
+        return parse_args(["serve"])
 
 
 def dockerfile_env() -> dict[str, str]:

@@ -15,6 +15,7 @@ from google.protobuf.runtime_version import VersionError
 import gradserve.client as gs
 from gradserve.proto import kserve_pb2 as kpb
 from gradserve.proto import kserve_tensors
+from gradserve.proto.dtypes import BY_KSERVE
 from gradserve.proto.tensors import TensorError
 
 try:
@@ -332,10 +333,10 @@ def test_health_and_reflection_know_the_kserve_service(target):
         assert descriptor_pb2.FileDescriptorProto.FromString(serialized).package == package
 
 
-@pytest.mark.parametrize("kind", sorted(kserve_tensors.DATATYPES))
+@pytest.mark.parametrize("kind", sorted(BY_KSERVE))
 def test_every_datatype_travels_raw_and_typed(kind):
     """Each supported datatype reads back the same array from raw bytes and (but FP16) typed contents."""
-    dtype = kserve_tensors.DATATYPES[kind]
+    dtype = BY_KSERVE[kind].numpy
     array = (np.arange(6) % 2 == 1) if kind == "BOOL" else np.arange(-2, 4).astype(dtype)
     array = array.reshape(2, 3)
     raw = kpb.ModelInferRequest(raw_input_contents=[array.tobytes()])

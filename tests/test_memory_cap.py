@@ -118,11 +118,11 @@ def test_max_memory_below_the_server_own_needs_is_refused():
 
 
 def test_serve_refuses_a_bad_max_memory_with_exit_code_two():
-    """`gradserve serve --max-memory lots` is an argparse error (exit 2) naming the flag."""
+    """`gradserve serve --max-memory lots` is a usage error (exit 2) naming the flag."""
     done = subprocess.run([*gradserve_command(), "serve", "--port", "0", "--max-memory", "lots"],
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 2
-    assert "argument --max-memory: 'lots' is not a size" in done.stderr
+    assert "Invalid value for '--max-memory'" in done.stderr and "'lots' is not a size" in done.stderr
 
 
 def test_no_cap_leaves_rlimit_data_unchanged():

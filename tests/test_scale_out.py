@@ -99,12 +99,11 @@ def test_max_connection_age_makes_a_long_lived_client_reconnect_without_failing_
 def test_connection_age_is_off_by_default():
     """No --max-connection-age: the server sets none of gRPC's connection-age options (connections live on)."""
     from gradserve.server.rpc.server import ServerOptions, connection_age_options
-    from gradserve.server.cli import build_parser, server_options_from_args
+    from gradserve.server.cli import parse_args, server_options_from_args
 
-    default = server_options_from_args(build_parser().parse_args(["serve"]))
+    default = server_options_from_args(parse_args(["serve"]))
     assert default.max_connection_age is None and connection_age_options(default) == []
-    aged = server_options_from_args(build_parser().parse_args(["serve", "--max-connection-age", "300",
-                                                                "--grace", "20"]))
+    aged = server_options_from_args(parse_args(["serve", "--max-connection-age", "300", "--grace", "20"]))
     assert dict(connection_age_options(aged)) == {"grpc.max_connection_age_ms": 300_000,
                                                   "grpc.max_connection_age_grace_ms": 20_000}
     assert connection_age_options(ServerOptions()) == []

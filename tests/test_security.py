@@ -15,7 +15,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 import gradserve.client as gs
 from gradserve.server.rpc.server import ServerOptions, start_server
-from gradserve.server.cli import build_parser, server_options_from_args
+from gradserve.server.cli import parse_args, server_options_from_args
 from pki import Authority
 from serve_process import ServeProcess, gradserve_command
 
@@ -114,8 +114,8 @@ def test_serve_flags_read_the_certificate_files(registry, pki, tmp_path):
     for name, data in (("cert", pki["server"].cert), ("key", pki["server"].key), ("ca", pki["ca"].cert)):
         files[name] = tmp_path / f"{name}.pem"
         files[name].write_bytes(data)
-    args = build_parser().parse_args(["serve", "--port", "0", "--tls-cert", str(files["cert"]),
-                                      "--tls-key", str(files["key"]), "--tls-client-ca", str(files["ca"])])
+    args = parse_args(["serve", "--port", "0", "--tls-cert", str(files["cert"]),
+                       "--tls-key", str(files["key"]), "--tls-client-ca", str(files["ca"])])
     running = start_server("127.0.0.1:0", registry, server_options_from_args(args))
     try:
         target = f"127.0.0.1:{running.port}"

@@ -20,7 +20,7 @@ from gradserve.server.engine.errors import (
     NameConflictError,
     UnknownOpError,
 )
-from gradserve.server.engine.spec import DTYPES, GraphSpec, InputSpec
+from gradserve.server.engine.spec import GraphSpec, InputSpec
 
 
 class LayerEntry(Protocol):
@@ -238,10 +238,21 @@ def compile_graph(spec: GraphSpec, registry: Layers, max_nodes: int | None = Non
 def _check_input(inp: InputSpec) -> None:
     if not inp.name:
         raise GraphError("a graph input has an empty name")
-    if inp.dtype is not None and inp.dtype not in DTYPES:
-        raise GraphError(f"graph input {inp.name!r} has unknown dtype {inp.dtype!r}; use one of {', '.join(DTYPES)}")
+    if inp.dtype is not None and not _is_dtype_name(inp.dtype):
+        raise GraphError(f"graph input {inp.name!r} has dtype {inp.dtype!r}, not the name of a numeric or bool "
+                         "numpy dtype (float32, int64, bool, ...)")
     if inp.shape is not None and any(d < -1 for d in inp.shape):
         raise GraphError(f"graph input {inp.name!r} has shape {list(inp.shape)}; dimensions are >= 0, or -1 for any")
+
+
+def _is_dtype_name(name: str) -> bool:
+    """Whether ``name`` is a numpy dtype's own name, of a number or a bool. Which of those travel is the wire's
+    business (gradserve.proto.dtypes): the engine takes any array numpy computes with."""
+    try:
+        dtype = np.dtype(name)
+    except (TypeError, ValueError):
+        return False
+    return dtype.name == name and dtype.kind in "biuf"
 
 
 def _default_outputs(node_name: str, cls: type[Layer]) -> tuple[str, ...]:

@@ -9,9 +9,6 @@ from typing import Any
 
 import numpy as np
 
-DTYPES = ("float16", "float32", "float64", "int8", "int16", "int32", "int64", "uint8", "bool")
-
-
 @dataclass(frozen=True)
 class InputSpec:
     """A graph input (a feed or a parameter): its name and, optionally, its dtype and shape (-1 = any)."""

@@ -8,16 +8,10 @@ from typing import Iterable
 
 import grpc
 
+from gradserve.server.rpc.interceptors import kind_of
+
 #: Services a caller reaches without a token: orchestrators' health probes carry none.
 OPEN_SERVICES = frozenset({"grpc.health.v1.Health"})
-
-_HANDLERS = {
-    (False, False): grpc.unary_unary_rpc_method_handler,
-    (False, True): grpc.unary_stream_rpc_method_handler,
-    (True, False): grpc.stream_unary_rpc_method_handler,
-    (True, True): grpc.stream_stream_rpc_method_handler,
-}
-
 
 class SecurityConfigError(ValueError):
     """The TLS or token settings do not fit together; the message names the flags to fix."""
@@ -106,9 +100,8 @@ class TokenAuth(grpc.ServerInterceptor):
 
 def _refusal(message: str, handler: grpc.RpcMethodHandler | None) -> grpc.RpcMethodHandler:
     """A handler of the same kind as ``handler`` that ends the call with UNAUTHENTICATED."""
-    streaming = (bool(handler and handler.request_streaming), bool(handler and handler.response_streaming))
 
     def refuse(request, context):
         context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
 
-    return _HANDLERS[streaming](refuse)
+    return kind_of(handler).factory(refuse)

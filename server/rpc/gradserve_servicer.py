@@ -16,6 +16,7 @@ from gradserve.proto import gradserve_pb2_grpc as pb_grpc
 from gradserve.proto import streaming, wire
 from gradserve.proto.tensors import from_tensor_map, to_tensor, to_tensor_map
 from gradserve.server.rpc import convert, status
+from gradserve.server.rpc.interceptors import KINDS
 from gradserve.server.rpc.train_servicer import REQUEST_DECODER as TRAIN_DECODER, serve_train
 from gradserve.server.engine.errors import CancelledError, DeadlineError, EngineError, GraphError, LimitError
 from gradserve.server.service.operations import Service
@@ -94,8 +95,7 @@ def add_to_server(servicer: "GradServeServicer", server: grpc.Server) -> None:
         else:
             deserialize = message_factory.GetMessageClass(method.input_type).FromString
             serialize = message_factory.GetMessageClass(method.output_type).SerializeToString
-        factory = grpc.stream_stream_rpc_method_handler if method.client_streaming else \
-            grpc.unary_unary_rpc_method_handler
+        factory = KINDS[method.client_streaming, method.server_streaming].factory
         handlers[method.name] = factory(getattr(servicer, method.name), request_deserializer=deserialize,
                                         response_serializer=serialize)
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service.full_name, handlers),))

@@ -9,6 +9,7 @@ import time
 import grpc
 
 from gradserve.proto import gradserve_pb2 as pb
+from gradserve.server.rpc.interceptors import HandlerCache, rewrapped
 from gradserve.server.runtime.metrics import Metrics
 
 #: The request log; `gradserve serve --log-json` turns its lines (and all others) into JSON.
@@ -27,25 +28,17 @@ class RequestObserver(grpc.ServerInterceptor):
 
     def __init__(self, metrics: Metrics | None = None):
         self.metrics = metrics
-        # grpc asks every interceptor for a handler on every call: wrap each method's handler once, not per call.
-        self._wrapped: dict[str, tuple] = {}
+        self._handlers = HandlerCache(self._wrap)
 
     def intercept_service(self, continuation, handler_call_details):
         handler = continuation(handler_call_details)
         if handler is None or handler.request_streaming or handler.response_streaming:
             return handler
-        name = handler_call_details.method
-        cached = self._wrapped.get(name)
-        if cached is not None and cached[0] is handler:
-            return cached[1]
+        return self._handlers.get(handler_call_details.method, handler)
+
+    def _wrap(self, name: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
         service, _, method = name.lstrip("/").rpartition("/")
-        wrapped = grpc.unary_unary_rpc_method_handler(
-            self._observed(handler.unary_unary, service, method),
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )
-        self._wrapped[name] = (handler, wrapped)
-        return wrapped
+        return rewrapped(handler, self._observed(handler.unary_unary, service, method))
 
     def _observed(self, behavior, service: str, method: str):
         metrics = self.metrics

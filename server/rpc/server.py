@@ -80,15 +80,9 @@ def connection_age_options(options: ServerOptions) -> list[tuple[str, int]]:
             ("grpc.max_connection_age_grace_ms", round(options.max_connection_age_grace * 1000))]
 
 
-def create_server(address: str = "127.0.0.1:0", registry: Registry | None = None,
-                  options: ServerOptions | None = None) -> tuple[grpc.Server, int]:
-    """A started server bound to ``address`` (port 0 picks a free one) and its port."""
-    running = start_server(address, registry, options)
-    return running.server, running.port
-
-
 def start_server(address: str = "127.0.0.1:0", registry: Registry | None = None,
                  options: ServerOptions | None = None) -> Running:
+    """Build the server, bind ``address`` (port 0 picks a free one) and start it; stop it with ``Running.stop``."""
     options = options or ServerOptions()
     registry = registry if registry is not None else load_registry()
     credentials = server_credentials(options.tls_cert, options.tls_key, options.tls_client_ca)

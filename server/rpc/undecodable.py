@@ -10,12 +10,7 @@ from __future__ import annotations
 
 import grpc
 
-_FACTORIES = {
-    (False, False): ("unary_unary", grpc.unary_unary_rpc_method_handler),
-    (False, True): ("unary_stream", grpc.unary_stream_rpc_method_handler),
-    (True, False): ("stream_unary", grpc.stream_unary_rpc_method_handler),
-    (True, True): ("stream_stream", grpc.stream_stream_rpc_method_handler),
-}
+from gradserve.server.rpc.interceptors import HandlerCache, kind_of, rewrapped
 
 
 class _Undecodable:
@@ -71,22 +66,17 @@ class RejectUndecodable(grpc.ServerInterceptor):
     """Turn grpc's INTERNAL for an unparseable request into INVALID_ARGUMENT."""
 
     def __init__(self):
-        # grpc asks every interceptor for a handler on every call: wrap each method's handler once, not per call.
-        self._wrapped: dict[str, tuple] = {}
+        self._handlers = HandlerCache(_lenient_handler)
 
     def intercept_service(self, continuation, handler_call_details):
         handler = continuation(handler_call_details)
         if handler is None or handler.request_deserializer is None:
             return handler
-        name = handler_call_details.method
-        cached = self._wrapped.get(name)
-        if cached is not None and cached[0] is handler:
-            return cached[1]
-        kind, factory = _FACTORIES[(bool(handler.request_streaming), bool(handler.response_streaming))]
-        wrapped = factory(
-            _wrap(getattr(handler, kind), handler.request_streaming),
-            request_deserializer=_lenient(handler.request_deserializer, name),
-            response_serializer=handler.response_serializer,
-        )
-        self._wrapped[name] = (handler, wrapped)
-        return wrapped
+        return self._handlers.get(handler_call_details.method, handler)
+
+
+def _lenient_handler(method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+    """``handler`` with a deserializer that never raises, and a behaviour that rejects what did not parse."""
+    behavior = getattr(handler, kind_of(handler).attribute)
+    return rewrapped(handler, _wrap(behavior, handler.request_streaming),
+                     request_deserializer=_lenient(handler.request_deserializer, method))

@@ -1,0 +1,70 @@
+"""Structure-only graphs exported from torch (tests/models/, written by scripts/export_models.py), weights filled
+at random: gradserve's outputs equal onnxruntime's, and its gradients equal float64 central differences."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+onnx = pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+
+from gradserve.client.onnx_import import import_onnx  # noqa: E402
+from model_weights import as_float32, fill_weights  # noqa: E402
+
+MODELS = sorted((Path(__file__).parent / "models").glob("*.onnx"))
+EPS = 1e-5
+
+
+def example_input(model: onnx.ModelProto, rng: np.random.Generator) -> np.ndarray:
+    info = model.graph.input[0]
+    shape = [d.dim_value for d in info.type.tensor_type.shape.dim]
+    dtype = onnx.helper.tensor_dtype_to_np_dtype(info.type.tensor_type.elem_type)
+    if dtype.kind == "i":  # token ids: below the smallest table the model gathers from
+        return rng.integers(0, 50, shape).astype(dtype)
+    return rng.standard_normal(shape).astype(dtype)
+
+
+@pytest.fixture(scope="module", params=MODELS, ids=[path.stem for path in MODELS])
+def case(request):
+    model = fill_weights(onnx.load(request.param))
+    rng = np.random.default_rng(1)
+    x = example_input(model, rng)
+    training = any(node.op_type == "BatchNormalization" and any(a.name == "training_mode" and a.i for a in node.attribute)
+                   for node in model.graph.node)
+    return model, import_onnx(model), x, training
+
+
+def test_forward_matches_onnxruntime(client, case):
+    """The imported graph's float64 output equals onnxruntime's on the same weights and input, to float32
+    precision (onnxruntime runs the float32 copy: it has no float64 kernels for Conv, Erf, ...)."""
+    model, imported, x, training = case
+    session = ort.InferenceSession(as_float32(model).SerializeToString(), providers=["CPUExecutionProvider"])
+    expected = session.run(None, {"x": x.astype(np.float32) if x.dtype.kind == "f" else x})[0]
+    res = client.run(imported.graph, imported.feeds({"x": x}), grad=False, training=training)
+    scale = float(np.abs(expected).max())
+    np.testing.assert_allclose(res.outputs["y"], expected, rtol=1e-4, atol=1e-5 * scale)
+
+
+def test_gradients_match_central_differences(client, case):
+    """Along a random direction per tensor, each gradient agrees with float64 central differences of sum(y * dy)."""
+    model, imported, x, training = case
+    feeds = imported.feeds({"x": x})
+    wrt = [name for name, value in feeds.items() if value.dtype.kind == "f"]
+    rng = np.random.default_rng(2)
+    first = client.run(imported.graph, feeds, grad=False, training=training).outputs["y"]
+    dy = rng.standard_normal(first.shape)
+    res = client.run(imported.graph, feeds, grad=wrt, seed_grads={"y": dy}, training=training)
+
+    def loss(name, value):
+        out = client.run(imported.graph, {**feeds, name: value}, grad=False, training=training).outputs["y"]
+        return float(np.sum(out * dy))
+
+    for name in wrt:
+        v = rng.standard_normal(feeds[name].shape)
+        v /= np.linalg.norm(v)
+        numerical = (loss(name, feeds[name] + EPS * v) - loss(name, feeds[name] - EPS * v)) / (2 * EPS)
+        backprop = float(np.sum(res.grads[name] * v))
+        assert backprop == pytest.approx(numerical, rel=1e-5, abs=1e-7), name
