@@ -16,8 +16,8 @@ from google.protobuf.message import Message
 
 from gradserve.proto import gradserve_pb2 as pb
 from gradserve.proto import wire
-from gradserve.proto.streaming import CHUNK_BYTES, SizeCheck, _itemsize
-from gradserve.proto.tensors import TensorError, native_array
+from gradserve.proto.streaming import CHUNK_BYTES, SizeCheck
+from gradserve.proto.tensors import TensorError, element_count, native_array, numpy_dtype
 from gradserve.proto.wire import RawTensor
 
 #: From this many tensor bytes on, a message's tensors follow it in chunks (Client.run's RunStream threshold:
@@ -62,17 +62,19 @@ def receive(tensors: dict[str, dict], next_chunk: Callable[[], pb.TensorChunk],
     waiting = announced(tensors)
     if not waiting:
         return tensors
-    for named in tensors.values():
+    sizes = {}  # (field, name) -> (element count, item size), every tensor's checked before any buffer is made
+    for field, named in tensors.items():
         for name, tensor in named.items():
-            if any(d < 0 for d in tensor.shape):
-                raise TensorError(f"{name!r}: shape {list(tensor.shape)} has a negative dimension")
+            itemsize = numpy_dtype(tensor.dtype, repr(name)).itemsize
+            sizes[field, name] = element_count(tensor.shape, itemsize, repr(name)), itemsize
     if check_sizes is not None:
-        check_sizes((name, math.prod(t.shape)) for named in tensors.values() for name, t in named.items())
+        check_sizes((name, count) for (_, name), (count, _) in sizes.items())
     buffers: dict[tuple[str, str], list] = {}
     result = {field: dict(named) for field, named in tensors.items()}
     for field, name in waiting:
         tensor = tensors[field][name]
-        buffer = np.empty(math.prod(tensor.shape) * _itemsize(tensor.dtype, name), np.uint8)
+        count, itemsize = sizes[field, name]
+        buffer = np.empty(count * itemsize, np.uint8)
         buffers[field, name] = [buffer, 0]
         result[field][name] = RawTensor(tensor.dtype, tuple(tensor.shape), memoryview(buffer).toreadonly())
     unfilled = len(buffers)
