@@ -104,6 +104,9 @@ class Graph:
 
     def constant(self, value, dtype=None) -> Value:
         array = np.asarray(value, dtype=dtype or (self.dtype if np.asarray(value).dtype.kind in "fiub" else None))
+        if array.dtype.kind in "iub":  # exact: a float64 attribute would round integers above 2**53
+            return self.node("Constant", value_ints=[int(v) for v in array.reshape(-1)], shape=list(array.shape),
+                             dtype=array.dtype.name)
         return self.node("Constant", value=[float(v) for v in array.reshape(-1)], shape=list(array.shape),
                          dtype=array.dtype.name)
 

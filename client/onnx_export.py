@@ -144,7 +144,8 @@ def _affine(out, name, inputs, outputs, attrs):
 
 
 def _constant(out, name, inputs, outputs, attrs):
-    array = np.array(attrs["value"], dtype=attrs.get("dtype", "float32")).reshape(attrs.get("shape", ()))
+    elements = attrs["value"] if attrs.get("value") is not None else attrs["value_ints"]
+    array = np.array(elements, dtype=attrs.get("dtype", "float32")).reshape(attrs.get("shape", ()))
     out.add("Constant", [], outputs, name, value=numpy_helper.from_array(array, outputs[0]))
 
 

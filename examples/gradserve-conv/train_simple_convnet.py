@@ -1,9 +1,10 @@
-"""Train the book's SimpleConvNet on scikit-learn's digits (1x8x8) through a gradserve server with this plugin.
+"""Train a SimpleConvNet with this plugin's Snake and Maxout on scikit-learn's digits (1x8x8) through gradserve.
 
-The server runs every forward and backward pass (Convolution and Pooling come
-from the gradserve-conv plugin installed beside it); this script holds the
-parameters, sends batches with the Python client and applies Adam, reusing
-gradserve's client-side MultiLayerNet, fit() and optimizers.
+The server runs every forward and backward pass (Convolution and Pooling are
+gradserve's built-ins, Snake and Maxout come from the gradserve-conv plugin
+installed beside it); this script holds the parameters, sends batches with the
+Python client and applies Adam, reusing gradserve's client-side
+MultiLayerNet, fit() and optimizers.
 
     pip install 'gradserve[demo]' ./examples/gradserve-conv
     gradserve serve --port 50051 &
@@ -28,10 +29,13 @@ from gradserve.client.training import fit
 
 
 class SimpleConvNet(MultiLayerNet):
-    """Conv - Relu - Pool - Affine - Relu - Affine - SoftmaxWithLoss: the book's SimpleConvNet, run remotely.
+    """Conv - Snake - Pool - Affine - Maxout - Affine - SoftmaxWithLoss: the book's SimpleConvNet, run remotely,
+    with the plugin's layers where the book has Relu.
 
     The book's constructor (input_dim, conv_param, hidden_size, output_size,
     weight_init_std), with a 3x3 "same" convolution as defaults for 8x8 digits.
+    Snake learns one frequency per filter (alpha1); Maxout takes the max of
+    pairs of the first Affine's 2 * hidden_size units.
     """
 
     def __init__(self, input_dim=(1, 8, 8), conv_param=None, hidden_size: int = 100, output_size: int = 10,
@@ -49,13 +53,16 @@ class SimpleConvNet(MultiLayerNet):
         pooled = p["filter_num"] * (conv_out // 2) ** 2
         shapes = {
             "W1": (p["filter_num"], channels, p["filter_size"], p["filter_size"]), "b1": (p["filter_num"],),
-            "W2": (pooled, self.hidden_size), "b2": (self.hidden_size,),
+            "alpha1": (p["filter_num"],),
+            "W2": (pooled, 2 * self.hidden_size), "b2": (2 * self.hidden_size,),
             "W3": (self.hidden_size, self.output_size), "b3": (self.output_size,),
         }
         params = {}
         for name, shape in shapes.items():
             if name.startswith("b"):
                 params[name] = np.zeros(shape, dtype=self.dtype)
+            elif name.startswith("alpha"):
+                params[name] = np.ones(shape, dtype=self.dtype)
             else:
                 scale = init_scale(weight_init_std, int(np.prod(shape[1:])) if len(shape) == 4 else shape[0])
                 params[name] = (scale * rng.standard_normal(shape)).astype(self.dtype)
@@ -64,11 +71,13 @@ class SimpleConvNet(MultiLayerNet):
     def _build(self, training: bool) -> gs.Graph:
         g = gs.Graph(dtype=self.dtype.name)
         x = g.input("x", dtype=self.dtype, shape=[-1, *self.input_dim])
-        W1, b1, W2, b2, W3, b3 = (g.input(n, dtype=self.dtype, shape=a.shape) for n, a in self.params.items())
+        v = {n: g.input(n, dtype=self.dtype, shape=a.shape) for n, a in self.params.items()}
         p = self.conv_param
-        h = g.Relu(g.Convolution(x, W1, b1, stride=p["stride"], pad=p["pad"], name="Conv1"), name="Relu1")
-        h = g.Pooling(h, pool_h=2, pool_w=2, stride=2, name="Pool1")
-        h = g.Relu(g.Affine(h, W2, b2, name="Affine1"), name="Relu2")
+        conv = g.Convolution(x, v["W1"], v["b1"], strides=[p["stride"]] * 2, pads=[p["pad"]] * 4, name="Conv1")
+        h = g.Snake(conv, v["alpha1"], name="Snake1")
+        h = g.Pooling(h, kernel_shape=[2, 2], strides=[2, 2], name="Pool1")
+        h = g.Maxout(g.Affine(h, v["W2"], v["b2"], name="Affine1"), pieces=2, name="Maxout1")
+        W3, b3 = v["W3"], v["b3"]
         scores = g.Affine(h, W3, b3, name="Affine2")
         g.output(scores, "scores")
         if training:
@@ -113,14 +122,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     with gs.connect(args.target) as client:
         layers = {layer.name: layer for layer in client.list_layers().layers}
-        missing = [name for name in ("Convolution", "Pooling") if name not in layers]
+        missing = [name for name in ("Snake", "Maxout") if name not in layers]
         if missing:
             print(f"the server at {client.target} has no {' or '.join(missing)} layer: install gradserve-conv "
                   f"beside gradserve there (pip install ./examples/gradserve-conv) and restart it", file=sys.stderr)
             return 2
-        conv = layers["Convolution"]
-        print(f"server {client.target}: Convolution and Pooling from plugin {conv.plugin!r} "
-              f"({conv.distribution} {conv.version})")
+        snake = layers["Snake"]
+        print(f"server {client.target}: Snake and Maxout from plugin {snake.plugin!r} "
+              f"({snake.distribution} {snake.version})")
         net, history = train(client, args.epochs, args.batch_size, args.lr, args.seed)
     print(f"{net}: test accuracy {history.test_acc[-1]:.4f} after {history.epochs} epochs "
           f"({history.steps} steps, {history.seconds:.1f}s)")

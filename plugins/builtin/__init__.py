@@ -4,9 +4,11 @@ Each module groups one family of layers and lists them in its own ``LAYERS``; a 
 """
 
 from gradserve.plugins import hookimpl
-from gradserve.plugins.builtin import activations, arithmetic, network, onnx_ops, optimizers, shaping
+from gradserve.plugins.builtin import (activations, arithmetic, convolution, elementwise, network, normalization,
+                                       onnx_ops, optimizers, reductions, shaping, tensors)
 
-MODULES = (arithmetic, activations, shaping, network, onnx_ops)
+MODULES = (arithmetic, activations, elementwise, reductions, shaping, tensors, network, normalization, convolution,
+           onnx_ops)
 
 
 @hookimpl

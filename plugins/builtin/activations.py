@@ -1,4 +1,6 @@
-"""Elementwise activation functions and softmax."""
+"""Elementwise activation functions (Relu ... Gelu, Erf) and softmax / log-softmax on any axis."""
+
+import math
 
 import numpy as np
 
@@ -73,6 +75,63 @@ class Log(Layer):
         return (dout / self.x,)
 
 
+_ERF = np.frompyfunc(math.erf, 1, 1)
+_SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
+
+
+def erf(x: np.ndarray) -> np.ndarray:
+    """The error function, elementwise, in x's float dtype (libm's erf: exact to the last bit in float64)."""
+    # numpy has no erf and plugins import numpy and pluggy only; libm's through frompyfunc is ~40 ns an element.
+    return np.asarray(_ERF(x), dtype=np.float64).astype(x.dtype, copy=False)
+
+
+class Erf(Layer):
+    """The error function erf(x), elementwise (ONNX Erf)."""
+
+    inputs = ("x",)
+
+    def forward(self, x):
+        if x.dtype.kind != "f":
+            raise ValueError(f"Erf takes floating-point x, got {x.dtype}")
+        self.x = x
+        return erf(x)
+
+    def backward(self, dout):
+        x = self.x
+        return (dout * (x.dtype.type(2.0 / math.sqrt(math.pi)) * np.exp(-x * x)),)
+
+
+class Gelu(Layer):
+    """Gaussian error linear unit x * Phi(x), exact (erf) or its tanh approximation (ONNX Gelu, `approximate`)."""
+
+    inputs = ("x",)
+    attributes = {"approximate": Attr("str", "none", "none: x/2 (1 + erf(x/sqrt 2)); tanh: the tanh formula")}
+
+    def forward(self, x):
+        if self.approximate not in ("none", "tanh"):
+            raise ValueError(f"Gelu approximate must be 'none' or 'tanh', got {self.approximate!r}")
+        if x.dtype.kind != "f":
+            raise ValueError(f"Gelu takes floating-point x, got {x.dtype}")
+        self.x = x
+        one, half = x.dtype.type(1.0), x.dtype.type(0.5)
+        if self.approximate == "tanh":
+            c, a = x.dtype.type(_SQRT_2_OVER_PI), x.dtype.type(0.044715)
+            self.t = np.tanh(c * (x + a * x * x * x))
+            return half * x * (one + self.t)
+        self.cdf = half * (one + erf(x * x.dtype.type(1.0 / math.sqrt(2.0))))
+        return x * self.cdf
+
+    def backward(self, dout):
+        x = self.x
+        if self.approximate == "tanh":
+            c, a = x.dtype.type(_SQRT_2_OVER_PI), x.dtype.type(0.044715)
+            one, half = x.dtype.type(1.0), x.dtype.type(0.5)
+            inner = c * (one + x.dtype.type(3.0) * a * x * x)
+            return (dout * (half * (one + self.t) + half * x * (one - self.t * self.t) * inner),)
+        pdf = np.exp(x.dtype.type(-0.5) * x * x) * x.dtype.type(1.0 / math.sqrt(2.0 * math.pi))
+        return (dout * (self.cdf + x * pdf),)
+
+
 def softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
     """Numerically stable softmax along ``axis``."""
     shifted = x - x.max(axis=axis, keepdims=True)
@@ -81,7 +140,7 @@ def softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
 
 
 class Softmax(Layer):
-    """Softmax along an axis (default: the last)."""
+    """Softmax along any one axis (default: the last, as ONNX Softmax from opset 13)."""
 
     inputs = ("x",)
     attributes = {"axis": Attr("int", -1, "the axis that sums to one")}
@@ -94,4 +153,20 @@ class Softmax(Layer):
         y = self.out
         return (y * (dout - (dout * y).sum(axis=self.axis, keepdims=True)),)
 
-LAYERS = (Relu, Sigmoid, Tanh, Exp, Log, Softmax)
+
+class LogSoftmax(Layer):
+    """log(softmax(x)) along any one axis (default: the last), computed without forming softmax's zeros."""
+
+    inputs = ("x",)
+    attributes = {"axis": Attr("int", -1, "the axis whose exponentials sum to one")}
+
+    def forward(self, x):
+        shifted = x - x.max(axis=self.axis, keepdims=True)
+        self.out = shifted - np.log(np.exp(shifted).sum(axis=self.axis, keepdims=True))
+        return self.out
+
+    def backward(self, dout):
+        return (dout - np.exp(self.out) * dout.sum(axis=self.axis, keepdims=True),)
+
+
+LAYERS = (Relu, Sigmoid, Tanh, Exp, Log, Softmax, LogSoftmax, Erf, Gelu)

@@ -1,9 +1,8 @@
-"""The book's network layers: Affine, SoftmaxWithLoss, Dropout, BatchNormalization."""
+"""The book's network layers: Affine, SoftmaxWithLoss, Dropout (BatchNormalization is in normalization.py)."""
 
 import numpy as np
 
 from gradserve.plugins import Attr, Layer, reduce_to_shape
-from gradserve.plugins.builtin.activations import softmax
 
 
 class Affine(Layer):
@@ -15,7 +14,8 @@ class Affine(Layer):
         if x.ndim == 0:
             raise ValueError("x must have a batch axis: rank 1 or more (the book's (N, D))")
         self.original_x_shape = x.shape
-        self.x = x.reshape(x.shape[0], -1)
+        # The column count from the shape, not -1: reshape cannot infer -1 for a zero-size batch.
+        self.x = x.reshape(x.shape[0], int(np.prod(x.shape[1:], dtype=np.int64)))
         self.W = W
         self.b_shape = b.shape
         return self.x @ W + b
@@ -30,7 +30,11 @@ class Affine(Layer):
 
 
 class SoftmaxWithLoss(Layer):
-    """Softmax then mean cross-entropy against labels t (one-hot, or class indices)."""
+    """Softmax then mean cross-entropy against labels t: class indices, or one-hot or soft labels of x's shape.
+
+    With labels of x's shape the loss is -sum(t * log(softmax(x))) / N and dx = (softmax(x) * sum(t) - t) / N,
+    which is the book's (y - t) / N for rows of t that sum to one; one-hot labels are the special case.
+    """
 
     inputs = ("x", "t")
     outputs = ("loss",)
@@ -38,31 +42,44 @@ class SoftmaxWithLoss(Layer):
 
     def forward(self, x, t):
         x2 = x.reshape(1, -1) if x.ndim == 1 else x
-        if t.shape == x.shape:
-            t_index = np.asarray(t).reshape(x2.shape).argmax(axis=-1)
-        elif np.issubdtype(t.dtype, np.integer) and t.size == x2.shape[0]:
-            t_index = t.reshape(-1)
-            if t_index.size and (t_index.min() < 0 or t_index.max() >= x2.shape[-1]):
-                raise ValueError(f"labels must lie in [0, {x2.shape[-1]}), got {t_index.min()}..{t_index.max()}")
+        if x2.ndim != 2:
+            raise ValueError(f"SoftmaxWithLoss takes scores x of shape (N, classes) or (classes,), got {x.shape}")
+        batch = x2.shape[0]
+        if t.shape == x.shape and t.size:
+            self.t = np.asarray(t, dtype=x.dtype).reshape(x2.shape)
+            self.t_index = None
+        elif np.issubdtype(t.dtype, np.integer) and t.size == batch and (t.ndim <= 1 or t.shape == (batch, 1)):
+            self.t = None
+            self.t_index = t.reshape(-1)
+            if self.t_index.size and (self.t_index.min() < 0 or self.t_index.max() >= x2.shape[-1]):
+                raise ValueError(f"labels must lie in [0, {x2.shape[-1]}), got "
+                                 f"{self.t_index.min()}..{self.t_index.max()}")
         else:
             raise ValueError(
-                f"labels t must be one-hot of shape {x.shape} or integer class indices of length "
-                f"{x2.shape[0]}, got {t.dtype} {t.shape}"
+                f"labels t must be one-hot or soft labels of shape {x.shape}, or integer class indices of length "
+                f"{batch}, got {t.dtype} {t.shape}"
             )
         self.x_shape = x.shape
-        self.t_index = t_index
-        self.y = softmax(x2)
-        batch = x2.shape[0]
         # log-softmax keeps the loss exact where the book adds 1e-7 inside log().
-        shifted = x2 - x2.max(axis=-1, keepdims=True)
+        shifted = x2 - x2.max(axis=-1, keepdims=True) if x2.size else x2
         log_y = shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
-        return np.asarray(-log_y[np.arange(batch), t_index].sum() / batch, dtype=x.dtype)
+        self.y = np.exp(log_y)
+        if batch == 0:
+            return np.zeros((), dtype=x.dtype)
+        if self.t is None:
+            loss = -log_y[np.arange(batch), self.t_index].sum() / batch
+        else:
+            loss = -(self.t * log_y).sum() / batch
+        return np.asarray(loss, dtype=x.dtype)
 
     def backward(self, dout):
         batch = self.y.shape[0]
-        dx = self.y.copy()
-        dx[np.arange(batch), self.t_index] -= 1
-        dx *= dout / batch
+        if self.t is None:
+            dx = self.y.copy()
+            dx[np.arange(batch), self.t_index] -= 1
+        else:
+            dx = self.y * self.t.sum(axis=-1, keepdims=True) - self.t
+        dx *= dout / max(batch, 1)
         return dx.reshape(self.x_shape), None
 
 
@@ -87,62 +104,4 @@ class Dropout(Layer):
         return (dout * self.mask,)
 
 
-class BatchNormalization(Layer):
-    """Batch normalization; running statistics go in as inputs and come back as outputs."""
-
-    inputs = ("x", "gamma", "beta", "running_mean", "running_var")
-    outputs = ("out", "running_mean_out", "running_var_out")
-    differentiable = ("x", "gamma", "beta")
-    attributes = {
-        "momentum": Attr("float", 0.9, "weight of the old running statistics"),
-        "eps": Attr("float", 1e-6, "added to the variance before the square root (the book's 10e-7)"),
-    }
-
-    def forward(self, x, gamma, beta, running_mean, running_var):
-        self.input_shape = x.shape
-        x = x.reshape(x.shape[0], -1)
-        self.gamma = gamma
-        self.beta_shape = beta.shape
-        if self.training:
-            mu = x.mean(axis=0)
-            self.xc = x - mu
-            var = (self.xc**2).mean(axis=0)
-            self.std = np.sqrt(var + self.eps)
-            m = self.momentum
-            new_mean = m * running_mean + (1 - m) * mu
-            new_var = m * running_var + (1 - m) * var
-        else:
-            self.xc = x - running_mean
-            self.std = np.sqrt(running_var + self.eps)
-            new_mean, new_var = running_mean, running_var
-        self.xn = self.xc / self.std
-        out = (gamma * self.xn + beta).reshape(self.input_shape)
-        dtype = x.dtype
-        return out, np.asarray(new_mean, dtype=dtype), np.asarray(new_var, dtype=dtype)
-
-    def backward(self, dout, drunning_mean=None, drunning_var=None):
-        batch = self.xc.shape[0]
-        if dout is None:  # only the running statistics were used downstream
-            dx = np.zeros_like(self.xc)
-            dgamma, dbeta = np.zeros_like(self.gamma), np.zeros(self.beta_shape, dtype=self.xc.dtype)
-        else:
-            dout = dout.reshape(batch, -1)
-            dbeta = reduce_to_shape(dout, self.beta_shape)
-            dgamma = reduce_to_shape(self.xn * dout, self.gamma.shape)
-            dxn = self.gamma * dout
-            dx = dxn / self.std
-            if self.training:
-                dstd = -((dxn * self.xc) / (self.std * self.std)).sum(axis=0)
-                dvar = 0.5 * dstd / self.std
-                dx = dx + (2.0 / batch) * self.xc * dvar
-                dx = dx - dx.sum(axis=0) / batch
-        if self.training:
-            # In training the new running statistics depend on x through the batch mean and variance.
-            rest = 1.0 - self.momentum
-            if drunning_mean is not None:
-                dx = dx + (rest / batch) * drunning_mean
-            if drunning_var is not None:
-                dx = dx + (2.0 * rest / batch) * self.xc * drunning_var
-        return dx.reshape(self.input_shape), dgamma, dbeta, None, None
-
-LAYERS = (Affine, SoftmaxWithLoss, Dropout, BatchNormalization)
+LAYERS = (Affine, SoftmaxWithLoss, Dropout)

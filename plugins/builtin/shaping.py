@@ -82,11 +82,16 @@ class Identity(Layer):
 
 
 class Constant(Layer):
-    """A constant array built from its attributes (the graph builder's numbers, ONNX constants)."""
+    """A constant array built from its attributes (the graph builder's numbers, ONNX constants).
+
+    Integer and bool constants come in value_ints, exact for every int64; value (floats, sent as float64)
+    rounds integers above 2**53.
+    """
 
     inputs = ()
     attributes = {
-        "value": Attr("floats", doc="the elements, in C order"),
+        "value": Attr("floats", None, "the elements, in C order (floating-point constants)"),
+        "value_ints": Attr("ints", None, "the elements, in C order, exact (integer and bool constants)"),
         "shape": Attr("ints", (), "the array's shape; () for a scalar"),
         "dtype": Attr("str", "float32", "a numpy dtype name"),
     }
@@ -95,6 +100,10 @@ class Constant(Layer):
         # Only numbers and bools: a str dtype such as "U999999999" would allocate gigabytes per element.
         if np.dtype(self.dtype).kind not in "biuf":
             raise ValueError(f"dtype {self.dtype!r} is not a number or bool type (e.g. float32, int64, bool)")
+        if (self.value is None) == (self.value_ints is None):
+            raise ValueError("Constant takes exactly one of value (floats) and value_ints (integers)")
+        if self.value_ints is not None:
+            return np.array(self.value_ints, dtype=np.int64).astype(self.dtype).reshape(self.shape)
         return np.array(self.value, dtype=self.dtype).reshape(self.shape)
 
     def backward(self, dout):

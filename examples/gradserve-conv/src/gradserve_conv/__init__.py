@@ -1,12 +1,12 @@
-"""gradserve-conv: the book's Convolution and Pooling layers, served by gradserve as a plugin."""
+"""gradserve-conv: layers for convolutional networks that gradserve does not build in (Maxout, Snake)."""
 
 from gradserve.plugins import hookimpl
-from gradserve_conv.layers import Convolution, Pooling
+from gradserve_conv.layers import Maxout, Snake
 
-__all__ = ["Convolution", "Pooling", "register_layers"]
+__all__ = ["Maxout", "Snake", "register_layers"]
 
 
 @hookimpl
 def register_layers(register):
-    register(Convolution)
-    register(Pooling)
+    register(Maxout)
+    register(Snake)

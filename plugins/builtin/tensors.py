@@ -1,0 +1,461 @@
+"""Layers that move, pick, repeat or make elements (ONNX names): Concat, Slice, Gather, Pad, Tile, Cast, Shape, ...
+
+Their gradients route each element of dout back to the input element it came from (summed where one
+input element fed several, as Gather's embedding rows and Pad's reflections do). Shape, Size, Range,
+ConstantOfShape and EyeLike compute from shapes alone and take no gradient.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from gradserve.plugins import Attr, Layer, reduce_to_shape
+
+
+def _axis(axis: int, ndim: int, what: str = "axis") -> int:
+    if not -max(ndim, 1) <= axis < max(ndim, 1):
+        raise ValueError(f"{what} {axis} is out of range for a rank-{ndim} tensor")
+    return axis % max(ndim, 1)
+
+
+class Concat(Layer):
+    """x and y joined along an axis (the importer chains ONNX's variadic Concat)."""
+
+    inputs = ("x", "y")
+    attributes = {"axis": Attr("int", 0, "the axis joined along; negative counts from the end")}
+
+    def forward(self, x, y):
+        self.split = x.shape[_axis(self.axis, x.ndim)]
+        return np.concatenate([x, y], axis=self.axis)
+
+    def backward(self, dout):
+        dx, dy = np.split(dout, [self.split], axis=self.axis)
+        return dx, dy
+
+
+def slices(shape, starts, ends, axes=None, steps=None) -> tuple[slice, ...]:
+    """ONNX Slice's indices as Python slices: negative values count from the end, out-of-range ones clamp."""
+    index = [slice(None)] * len(shape)
+    axes = range(len(starts)) if axes is None else axes
+    steps = [1] * len(starts) if steps is None else steps
+    if not len(starts) == len(ends) == len(axes) == len(steps):
+        raise ValueError(f"starts, ends, axes and steps differ in length: {len(starts)}, {len(ends)}, "
+                         f"{len(axes)}, {len(steps)}")
+    for start, end, axis, step in zip(starts, ends, axes, steps):
+        axis = _axis(axis, len(shape))
+        dim = shape[axis]
+        if step == 0:
+            raise ValueError(f"step 0 on axis {axis}")
+        start = start + dim if start < 0 else start
+        end = end + dim if end < 0 else end
+        if step > 0:
+            start, end = min(max(start, 0), dim), min(max(end, 0), dim)
+        else:
+            start, end = min(max(start, 0), dim - 1), min(max(end, -1), dim - 1)
+        index[axis] = slice(start, None if end < 0 else end, step)
+    return tuple(index)
+
+
+class Slice(Layer):
+    """A strided window of x: starts/ends/steps on the listed axes, as ONNX Slice (ends clamp to the length)."""
+
+    inputs = ("x",)
+    attributes = {
+        "starts": Attr("ints", doc="first index per sliced axis; negative counts from the end"),
+        "ends": Attr("ints", doc="end index (exclusive) per sliced axis; clamped to the length"),
+        "axes": Attr("ints", None, "the sliced axes; unset means the first len(starts)"),
+        "steps": Attr("ints", None, "the stride per sliced axis (negative walks backwards); unset means 1"),
+    }
+
+    def forward(self, x):
+        self.x_shape = x.shape
+        self.index = slices(x.shape, self.starts, self.ends, self.axes, self.steps)
+        return x[self.index]
+
+    def backward(self, dout):
+        dx = np.zeros(self.x_shape, dtype=dout.dtype)
+        dx[self.index] = dout
+        return (dx,)
+
+
+class Gather(Layer):
+    """Slices of data picked by integer indices along an axis (embeddings: the gradient adds into the rows)."""
+
+    inputs = ("data", "indices")
+    differentiable = ("data",)
+    attributes = {"axis": Attr("int", 0, "the axis indexed")}
+
+    def forward(self, data, indices):
+        axis = _axis(self.axis, data.ndim)
+        n = data.shape[axis]
+        if indices.size and (indices.min() < -n or indices.max() >= n):
+            raise ValueError(f"indices outside [-{n}, {n - 1}] for axis {axis} of length {n}")
+        self.shape, self.axis_, self.indices = data.shape, axis, np.where(indices < 0, indices + n, indices)
+        return np.take(data, self.indices, axis=axis)
+
+    def backward(self, dout):
+        axis, k = self.axis_, self.indices.ndim
+        dx = np.zeros(self.shape, dtype=dout.dtype)
+        moved = np.moveaxis(dout, tuple(range(axis, axis + k)), tuple(range(k)))
+        np.add.at(np.moveaxis(dx, axis, 0), self.indices, moved)
+        return dx, None
+
+
+class GatherElements(Layer):
+    """data's elements picked along an axis by an index tensor of data's rank (numpy's take_along_axis)."""
+
+    inputs = ("data", "indices")
+    differentiable = ("data",)
+    attributes = {"axis": Attr("int", 0, "the axis indexed")}
+
+    def forward(self, data, indices):
+        axis = _axis(self.axis, data.ndim)
+        n = data.shape[axis]
+        if indices.size and (indices.min() < -n or indices.max() >= n):
+            raise ValueError(f"indices outside [-{n}, {n - 1}] for axis {axis} of length {n}")
+        self.shape, self.axis_, self.indices = data.shape, axis, np.where(indices < 0, indices + n, indices)
+        return np.take_along_axis(data, self.indices, axis=axis)
+
+    def backward(self, dout):
+        dx = np.zeros(self.shape, dtype=dout.dtype)
+        where = list(np.indices(self.indices.shape, sparse=True))
+        where[self.axis_] = self.indices
+        np.add.at(dx, tuple(where), dout)
+        return dx, None
+
+
+class Expand(Layer):
+    """x broadcast with a shape, both ways (ONNX Expand: the result has the broadcast of both shapes)."""
+
+    inputs = ("x",)
+    attributes = {"shape": Attr("ints", doc="the shape broadcast with x's")}
+
+    def forward(self, x):
+        self.x_shape = x.shape
+        shape = np.broadcast_shapes(x.shape, tuple(self.shape))
+        return np.broadcast_to(x, shape).copy()
+
+    def backward(self, dout):
+        return (reduce_to_shape(dout, self.x_shape),)
+
+
+class Pad(Layer):
+    """x padded (or cropped, for negative pads) on each axis: constant, reflect, edge or wrap (ONNX Pad)."""
+
+    inputs = ("x",)
+    attributes = {
+        "pads": Attr("ints", doc="all the axes' begin counts, then all their end counts (negative crops)"),
+        "mode": Attr("str", "constant", "constant, reflect, edge or wrap"),
+        "value": Attr("float", 0.0, "the fill of constant mode"),
+    }
+
+    def forward(self, x):
+        if self.mode not in ("constant", "reflect", "edge", "wrap"):
+            raise ValueError(f"mode must be constant, reflect, edge or wrap, got {self.mode!r}")
+        if len(self.pads) != 2 * x.ndim:
+            raise ValueError(f"pads has {len(self.pads)} entries; a rank-{x.ndim} x needs {2 * x.ndim}")
+        begin, end = self.pads[:x.ndim], self.pads[x.ndim:]
+        # Where each output element comes from, as a flat index into x (-1: the constant): its adjoint is backward.
+        source = np.arange(x.size).reshape(x.shape)
+        grow = [(max(b, 0), max(e, 0)) for b, e in zip(begin, end)]
+        if self.mode == "constant":
+            source = np.pad(source, grow, mode="constant", constant_values=-1)
+        else:
+            source = np.pad(source, grow, mode=self.mode)  # numpy's reflect, edge and wrap are ONNX's
+        crop = tuple(slice(-min(b, 0), n + min(e, 0)) for b, e, n in zip(begin, end, source.shape))
+        self.source, self.x_shape = source[crop], x.shape
+        picked = x.reshape(-1)[np.maximum(self.source, 0)] if x.size else np.zeros(self.source.shape, x.dtype)
+        return np.where(self.source >= 0, picked, np.asarray(self.value).astype(x.dtype))
+
+    def backward(self, dout):
+        dx = np.zeros(int(np.prod(self.x_shape)), dtype=dout.dtype)
+        inside = self.source >= 0
+        np.add.at(dx, self.source[inside], dout[inside])
+        return (dx.reshape(self.x_shape),)
+
+
+class Squeeze(Layer):
+    """x without the listed length-one axes (all of them when unset)."""
+
+    inputs = ("x",)
+    attributes = {"axes": Attr("ints", None, "the axes removed; each must have length one")}
+
+    def forward(self, x):
+        self.x_shape = x.shape
+        axes = None if self.axes is None else tuple(_axis(a, x.ndim) for a in self.axes)
+        return np.squeeze(x, axis=axes)
+
+    def backward(self, dout):
+        return (dout.reshape(self.x_shape),)
+
+
+class Unsqueeze(Layer):
+    """x with length-one axes inserted at the listed positions of the result."""
+
+    inputs = ("x",)
+    attributes = {"axes": Attr("ints", doc="positions in the result; negative counts from its end")}
+
+    def forward(self, x):
+        self.x_shape = x.shape
+        return np.expand_dims(x, tuple(self.axes))
+
+    def backward(self, dout):
+        return (dout.reshape(self.x_shape),)
+
+
+class Tile(Layer):
+    """x repeated along each axis (numpy.tile); the gradient sums the copies."""
+
+    inputs = ("x",)
+    attributes = {"repeats": Attr("ints", doc="copies per axis, one per axis of x")}
+
+    def forward(self, x):
+        if len(self.repeats) != x.ndim:
+            raise ValueError(f"repeats has {len(self.repeats)} entries for a rank-{x.ndim} x")
+        self.x_shape = x.shape
+        return np.tile(x, self.repeats)
+
+    def backward(self, dout):
+        split = [n for pair in zip(self.repeats, self.x_shape) for n in pair]
+        return (dout.reshape(split).sum(axis=tuple(range(0, 2 * len(self.x_shape), 2))),)
+
+
+class Cast(Layer):
+    """x converted to another dtype; float to float passes the gradient through, to an integer stops it."""
+
+    inputs = ("x",)
+    attributes = {"to": Attr("str", doc="a numpy dtype name: float32, float64, float16, int64, int32, bool, ...")}
+
+    def forward(self, x):
+        dtype = np.dtype(self.to)
+        if dtype.kind not in "biuf":
+            raise ValueError(f"cannot cast to {self.to!r}: a number or bool dtype is needed")
+        self.x_dtype = x.dtype
+        return x.astype(dtype)
+
+    def backward(self, dout):
+        return (None if dout is None else dout.astype(self.x_dtype),)
+
+
+class _FromShape(Layer):
+    differentiable = ()
+
+    def backward(self, *douts):
+        return (None,) * len(self.inputs)
+
+
+class Shape(_FromShape):
+    """x's shape as int64, optionally a slice [start, end) of it (ONNX Shape)."""
+
+    inputs = ("x",)
+    attributes = {"start": Attr("int", 0, "the first axis"), "end": Attr("int", None, "the end axis; unset: all")}
+
+    def forward(self, x):
+        return np.array(x.shape[slice(self.start, self.end)], dtype=np.int64)
+
+
+class Size(_FromShape):
+    """x's number of elements, an int64 scalar."""
+
+    inputs = ("x",)
+
+    def forward(self, x):
+        return np.array(x.size, dtype=np.int64)
+
+
+class Range(_FromShape):
+    """start, start + delta, ... up to limit (exclusive), in start's dtype (ONNX Range)."""
+
+    inputs = ("start", "limit", "delta")
+
+    def forward(self, start, limit, delta):
+        count = max(int(np.ceil((limit - start) / delta)), 0)
+        return (start + delta * np.arange(count)).astype(np.asarray(start).dtype)
+
+
+class ConstantOfShape(_FromShape):
+    """A tensor of the given shape (an int64 input), every element one value."""
+
+    inputs = ("shape",)
+    attributes = {"value": Attr("float", 0.0, "the fill"), "dtype": Attr("str", "float32", "a numpy dtype name")}
+
+    def forward(self, shape):
+        if np.dtype(self.dtype).kind not in "biuf":
+            raise ValueError(f"dtype {self.dtype!r} is not a number or bool type")
+        return np.full([int(d) for d in np.asarray(shape).reshape(-1)], self.value, dtype=self.dtype)
+
+
+class EyeLike(_FromShape):
+    """A 2-D tensor of x's shape with ones on a diagonal (k above the main one), zeros elsewhere."""
+
+    inputs = ("x",)
+    attributes = {"k": Attr("int", 0, "the diagonal: 0 main, > 0 above"),
+                  "dtype": Attr("str", None, "a numpy dtype name; unset: x's")}
+
+    def forward(self, x):
+        if x.ndim != 2:
+            raise ValueError(f"EyeLike takes a 2-D x, got shape {x.shape}")
+        return np.eye(x.shape[0], x.shape[1], self.k, dtype=self.dtype or x.dtype)
+
+
+class _Rearrange(Layer):
+    """Base of the block moves: a reshape, a transpose and a reshape, undone in reverse by backward."""
+
+    inputs = ("x",)
+
+    def forward(self, x):
+        if x.ndim != 4:
+            raise ValueError(f"{self.name} takes a 4-D (N, C, H, W) x, got shape {x.shape}")
+        split, self.perm, out = self.plan(x.shape, self.blocksize)
+        moved = x.reshape(split).transpose(self.perm)
+        self.moved_shape, self.x_shape = moved.shape, x.shape
+        return moved.reshape(out)
+
+    def backward(self, dout):
+        return (dout.reshape(self.moved_shape).transpose(np.argsort(self.perm)).reshape(self.x_shape),)
+
+
+class DepthToSpace(_Rearrange):
+    """Channels moved into blocks of space: (N, C, H, W) to (N, C/b², H·b, W·b), DCR or CRD order."""
+
+    attributes = {"blocksize": Attr("int", doc="the block's side b"),
+                  "mode": Attr("str", "DCR", "DCR (depth, column, row) or CRD")}
+
+    def plan(self, shape, b):
+        n, c, h, w = shape
+        if c % (b * b):
+            raise ValueError(f"{c} channels do not split into blocks of {b}x{b}")
+        if self.mode == "DCR":
+            return (n, b, b, c // (b * b), h, w), (0, 3, 4, 1, 5, 2), (n, c // (b * b), h * b, w * b)
+        if self.mode == "CRD":
+            return (n, c // (b * b), b, b, h, w), (0, 1, 4, 2, 5, 3), (n, c // (b * b), h * b, w * b)
+        raise ValueError(f"mode must be DCR or CRD, got {self.mode!r}")
+
+
+class SpaceToDepth(_Rearrange):
+    """Blocks of space moved into channels: (N, C, H, W) to (N, C·b², H/b, W/b), DCR or CRD order."""
+
+    attributes = {"blocksize": Attr("int", doc="the block's side b"),
+                  "mode": Attr("str", "DCR", "DCR (the block's offsets before the channel) or CRD (after)")}
+
+    def plan(self, shape, b):
+        n, c, h, w = shape
+        if h % b or w % b:
+            raise ValueError(f"H and W ({h}, {w}) are not multiples of the block size {b}")
+        if self.mode not in ("DCR", "CRD"):
+            raise ValueError(f"mode must be DCR or CRD, got {self.mode!r}")
+        perm = (0, 3, 5, 1, 2, 4) if self.mode == "DCR" else (0, 1, 3, 5, 2, 4)
+        return (n, c, h // b, b, w // b, b), perm, (n, c * b * b, h // b, w // b)
+
+
+class Trilu(Layer):
+    """The upper (or lower) triangle of the last two axes, from diagonal k on; the rest zero."""
+
+    inputs = ("x",)
+    attributes = {"upper": Attr("bool", True, "keep the upper triangle, else the lower"),
+                  "k": Attr("int", 0, "the diagonal: 0 main, > 0 above, < 0 below")}
+
+    def forward(self, x):
+        if x.ndim < 2:
+            raise ValueError(f"Trilu takes x of rank 2 or more, got shape {x.shape}")
+        return self.keep(x)
+
+    def keep(self, a):
+        return np.triu(a, self.k) if self.upper else np.tril(a, self.k)
+
+    def backward(self, dout):
+        return (self.keep(dout),)
+
+
+class CumSum(Layer):
+    """Running sums along an axis, optionally exclusive (shifted by one) and from the end."""
+
+    inputs = ("x",)
+    attributes = {"axis": Attr("int", 0, "the axis summed along"),
+                  "exclusive": Attr("bool", False, "each sum leaves out its own element"),
+                  "reverse": Attr("bool", False, "sum from the end")}
+
+    def run(self, x, reverse):
+        axis = _axis(self.axis, x.ndim)
+        if reverse:
+            x = np.flip(x, axis)
+        out = np.cumsum(x, axis=axis, dtype=x.dtype)
+        if self.exclusive:
+            out = np.concatenate([np.zeros_like(np.take(out, [0], axis=axis)), np.delete(out, -1, axis=axis)],
+                                 axis=axis) if x.shape[axis] else out
+        return np.flip(out, axis) if reverse else out
+
+    def forward(self, x):
+        return self.run(x, self.reverse)
+
+    def backward(self, dout):
+        return (self.run(dout, not self.reverse),)
+
+
+class TopK(Layer):
+    """The k largest (or smallest) elements along an axis and their int64 indices; ties keep the lower index."""
+
+    inputs = ("x",)
+    outputs = ("values", "indices")
+    attributes = {"k": Attr("int", doc="how many"), "axis": Attr("int", -1, "the axis searched"),
+                  "largest": Attr("bool", True, "the largest, else the smallest"),
+                  "sorted": Attr("bool", True, "in order (always: the order is the same either way)")}
+
+    def forward(self, x):
+        axis = _axis(self.axis, x.ndim)
+        if not 0 <= self.k <= x.shape[axis]:
+            raise ValueError(f"k={self.k} is outside [0, {x.shape[axis]}] for axis {axis}")
+        # A stable sort of the negated values: the largest first, and ties in index order.
+        key = (-x if x.dtype.kind in "fi" else -x.astype(np.int64)) if self.largest else x
+        order = np.argsort(key, axis=axis, kind="stable")
+        self.indices = np.take(order, np.arange(self.k), axis=axis).astype(np.int64)
+        self.axis_, self.x_shape = axis, x.shape
+        return np.take_along_axis(x, self.indices, axis=axis), self.indices
+
+    def backward(self, dvalues, dindices):
+        if dvalues is None:
+            return (None,)
+        dx = np.zeros(self.x_shape, dtype=dvalues.dtype)
+        np.put_along_axis(dx, self.indices, dvalues, axis=self.axis_)
+        return (dx,)
+
+
+class Hardmax(Layer):
+    """1 at the first largest element along an axis, 0 elsewhere (zero gradient)."""
+
+    inputs = ("x",)
+    attributes = {"axis": Attr("int", -1, "the axis searched")}
+
+    def forward(self, x):
+        axis = _axis(self.axis, x.ndim)
+        out = np.zeros_like(x)
+        np.put_along_axis(out, np.expand_dims(np.argmax(x, axis=axis), axis), 1, axis=axis)
+        return out
+
+    def backward(self, dout):
+        return (np.zeros_like(dout),)
+
+
+class OneHot(Layer):
+    """values[1] where an index names the position along a new axis, values[0] elsewhere (ONNX OneHot)."""
+
+    inputs = ("indices", "depth", "values")
+    differentiable = ("values",)
+    attributes = {"axis": Attr("int", -1, "where the new axis goes; negative counts from the result's end")}
+
+    def forward(self, indices, depth, values):
+        depth = int(np.asarray(depth).reshape(-1)[0])
+        indices = np.asarray(indices).astype(np.int64)
+        indices = np.where(indices < 0, indices + depth, indices)
+        axis = _axis(self.axis, indices.ndim + 1)
+        hot = np.moveaxis(indices[..., np.newaxis] == np.arange(depth), -1, axis)
+        self.hot = hot
+        return np.where(hot, values[1], values[0])
+
+    def backward(self, dout):
+        on = np.sum(dout * self.hot)
+        return None, None, np.array([np.sum(dout) - on, on], dtype=dout.dtype)
+
+
+LAYERS = (Concat, Slice, Gather, GatherElements, Expand, Pad, Squeeze, Unsqueeze, Tile, Cast, Shape, Size, Range,
+          ConstantOfShape, EyeLike, DepthToSpace, SpaceToDepth, Trilu, CumSum, TopK, Hardmax, OneHot)
