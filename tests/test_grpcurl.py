@@ -54,13 +54,14 @@ APPLE = {
 
 
 def test_reflection_lists_our_services(target):
-    """Reflection lists GradServe with its seven methods, health and reflection itself."""
+    """Reflection lists GradServe with its nine methods, health and reflection itself."""
     services = grpcurl(target, "list").split()
     assert {"gradserve.v1.GradServe", "grpc.health.v1.Health"} <= set(services)
     assert any(s.startswith("grpc.reflection.") for s in services)
     methods = grpcurl(target, "list", "gradserve.v1.GradServe").split()
     assert sorted(m.rsplit(".", 1)[1] for m in methods) == sorted(
-        ["ListLayers", "RegisterGraph", "Forward", "Backward", "ReleaseSession", "Run", "RunStream", "CheckGradients"])
+        ["ListLayers", "RegisterGraph", "Forward", "Backward", "ReleaseSession", "Run", "RunStream", "CheckGradients",
+         "Train"])
 
 
 def test_health_check_is_serving(target):
