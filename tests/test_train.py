@@ -279,3 +279,30 @@ def test_fit_trains_on_the_server_and_leaves_the_trained_parameters_in_the_net(c
     assert history.test_acc[-1] >= 0.90
     assert not np.array_equal(net.params["W1"], initial)
     assert net.accuracy(data.x_test, data.t_test) == history.test_acc[-1]
+
+
+def test_sigterm_refuses_batches_as_going_away_and_still_hands_the_parameters_back():
+    """After SIGTERM a `gradserve serve` answers a batch UNAVAILABLE saying it is going away (gs.Unavailable);
+    within --grace the same stream still gives the parameters back (params, close), then the server exits 0."""
+    import signal
+
+    from serve_process import ServeProcess
+
+    with ServeProcess("--grace", "5") as server:
+        with gs.connect(server.target, timeout=30) as client:
+            net = TwoLayerNet(6, 4, 3, dtype="float64", seed=0, client=client)
+            trainer = net.trainer("adam")
+            feeds = net.batch_feeds(np.ones((2, 6)), [0, 1])
+            trainer.step(feeds)
+            server.proc.send_signal(signal.SIGTERM)
+            give_up = time.monotonic() + 10
+            with pytest.raises(gs.Unavailable) as refused:
+                while time.monotonic() < give_up:  # steps succeed until the server has handled the signal
+                    trainer.step(feeds)
+                    time.sleep(0.01)
+            assert "going away" in refused.value.message and "close()" in refused.value.message
+            now = trainer.params()
+            final = trainer.close()
+        for key in final:
+            np.testing.assert_array_equal(final[key], now[key])
+        assert server.proc.wait(timeout=30) == 0

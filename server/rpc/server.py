@@ -60,7 +60,9 @@ class Running:
     metrics_port: int | None = None
 
     def stop(self, grace: float | None = None) -> None:
-        """Health goes NOT_SERVING, new calls are refused, in-flight ones get ``grace`` seconds."""
+        """Health goes NOT_SERVING, new calls are refused, in-flight ones get ``grace`` seconds (Train streams
+        refuse further batches but hand their parameters back in that time)."""
+        self.service.stopping.set()
         self.health.enter_graceful_shutdown()
         self.server.stop(grace).wait()
         self.executor.shutdown(wait=True)

@@ -12,6 +12,7 @@ from grpc_status import rpc_status
 from gradserve.proto.tensors import TensorError
 from gradserve.server.engine import errors
 from gradserve.server.engine.execute import LayerContractError
+from gradserve.server.service.training import GoingAwayError
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -24,6 +25,7 @@ _CODES: tuple[tuple[type[Exception], grpc.StatusCode], ...] = (
     (errors.SessionExpiredError, grpc.StatusCode.FAILED_PRECONDITION),
     (errors.SessionError, grpc.StatusCode.NOT_FOUND),
     (errors.LimitError, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (GoingAwayError, grpc.StatusCode.UNAVAILABLE),
     (errors.DeadlineError, grpc.StatusCode.DEADLINE_EXCEEDED),
     (errors.CancelledError, grpc.StatusCode.CANCELLED),
     (LayerContractError, grpc.StatusCode.INTERNAL),

@@ -1,7 +1,8 @@
 """The Train stream's servicer: decode each TrainRequest, call the service's TrainingRun, answer in order.
 
 One message, one answer: a message that fails is answered with its google.rpc.Status (TrainResponse.status)
-and the stream goes on. What breaks the stream itself (chunks that do not fit, a request that does not
+and the stream goes on. Once the server begins to shut down, open and batch are answered UNAVAILABLE (going
+away) while get_params and close still hand the parameters back, until the shutdown's grace ends. What breaks the stream itself (chunks that do not fit, a request that does not
 parse, the caller leaving) ends the call with its status. However the call ends, the run's parameters and
 optimizer state are freed with it.
 """
@@ -20,7 +21,7 @@ from gradserve.proto.tensors import TensorError, from_tensor_map
 from gradserve.server.engine.errors import EngineError
 from gradserve.server.rpc import status
 from gradserve.server.service.operations import Service
-from gradserve.server.service.training import TrainingRun
+from gradserve.server.service.training import GOING_AWAY, GoingAwayError, TrainingRun
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -90,6 +91,8 @@ class TrainStream:
 
     def _handle(self, kind: str | None, message: pb.TrainRequest, tensors: dict):
         """(the response, its tensor maps) for one message."""
+        if kind in ("open", "batch") and self.service.stopping.is_set():
+            raise GoingAwayError(GOING_AWAY)
         if kind == "open":
             return self._open(message.open, tensors)
         if kind is None:

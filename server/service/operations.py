@@ -44,6 +44,7 @@ class Service:
         self._pinned: dict[str, Plan] = {}  # plans of named graphs are never evicted
         self._lock = threading.Lock()
         self._store = Path(graph_store) if graph_store else None
+        self.stopping = threading.Event()  # set when the server begins to shut down (SIGTERM)
         if self._store is not None:
             self._load_store()
 

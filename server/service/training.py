@@ -31,6 +31,14 @@ class TrainingError(EngineError):
     """A Train stream's open or batch does not fit its graph, its parameters or its optimizer."""
 
 
+class GoingAwayError(EngineError):
+    """The server is shutting down: it takes no more batches, but hands the parameters back until it stops."""
+
+
+GOING_AWAY = ("the server is shutting down (going away): it takes no more batches; get the parameters now "
+              "(params() or close() still answer until the shutdown grace ends) and go on on another server")
+
+
 class TrainingRun:
     """The parameters and optimizer state of one Train stream; ``step`` trains on a batch, ``close`` frees."""
 
