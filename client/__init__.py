@@ -2,6 +2,7 @@
 
 from gradserve.client.connection import Client, GradientCheck, LayerInfo, LayerList, Result, Session, connect
 from gradserve.client.errors import (
+    ArgumentTypeError,
     Cancelled,
     DeadlineExceeded,
     FailedPrecondition,
@@ -17,7 +18,7 @@ from gradserve.client.errors import (
 from gradserve.client.graph import Graph, Value
 
 __all__ = [
-    "Cancelled", "Client", "DeadlineExceeded", "FailedPrecondition", "GradientCheck", "GradserveError", "Graph",
-    "Internal", "InvalidArgument", "LayerInfo", "LayerList", "NotFound", "PermissionDenied", "ResourceExhausted",
-    "Result", "Session", "Unauthenticated", "Unavailable", "Value", "connect",
+    "ArgumentTypeError", "Cancelled", "Client", "DeadlineExceeded", "FailedPrecondition", "GradientCheck",
+    "GradserveError", "Graph", "Internal", "InvalidArgument", "LayerInfo", "LayerList", "NotFound", "PermissionDenied",
+    "ResourceExhausted", "Result", "Session", "Unauthenticated", "Unavailable", "Value", "connect",
 ]

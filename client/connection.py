@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import threading
 import weakref
 from dataclasses import dataclass, field
@@ -17,15 +16,11 @@ from gradserve.proto import gradserve_pb2_grpc as pb_grpc
 from gradserve.proto import streaming, wire
 from gradserve.proto.attrs import attr_from_proto
 from gradserve.proto.tensors import TensorError, from_tensor, from_tensor_map, to_tensor_map
-from gradserve.client import graph as graph_module
 from gradserve.client.channel import Pem, open_channel, token_metadata
-from gradserve.client.errors import GradserveError, NotFound, from_rpc_error
+from gradserve.client.errors import ArgumentTypeError, GradserveError, NotFound, from_rpc_error
 from gradserve.client.graph import Graph
 
 DEFAULT_MESSAGE_BYTES = 256 << 20
-#: Spread calls over every address the target resolves to ("ipv4:10.0.0.1:50051,10.0.0.2:50051", or a DNS
-#: name with several records such as a Kubernetes headless Service); gRPC's default, pick_first, uses one.
-ROUND_ROBIN = ("grpc.service_config", json.dumps({"loadBalancingConfig": [{"round_robin": {}}]}))
 #: Run streams its tensors in chunks (RunStream) from this many request bytes on. Measured with Relu (Run /
 #: streamed Run / bare unary echo, ms): 4 MiB 8.5 / 9.9 / 7.3, 8 MiB 15.0 / 14.2 / 13.0, 16 MiB 49 / 22 / 20:
 #: whole-message buffers that big are mapped fresh and faulted in on every call, while the chunks reuse the
@@ -100,7 +95,7 @@ class Session:
                  retain: bool = False) -> dict[str, np.ndarray]:
         """Gradients for ``wrt`` (default: every float input); ``dout`` seeds outputs (default: ones for scalars)."""
         request = pb.BackwardRequest(session_id=self.session_id, wrt=list(wrt or ()), retain=retain)
-        to_tensor_map(dout or {}, request.output_grads)
+        to_tensor_map(_mapping("dout", dout), request.output_grads)
         response = self.client._call(self.client._stub.Backward, request)
         return from_tensor_map(response.grads)
 
@@ -128,9 +123,8 @@ class Client:
         self.timeout = timeout
         self._channel = channel or open_channel(target, tls=tls, root_certificates=root_certificates,
                                                 certificate_chain=certificate_chain, private_key=private_key,
-                                                server_name=server_name,
-                                                options=message_size_options(max_message_bytes)
-                                                + ([ROUND_ROBIN] if round_robin else []))
+                                                server_name=server_name, round_robin=round_robin,
+                                                options=message_size_options(max_message_bytes))
         # A channel the caller made is theirs to judge; ours is secure when it speaks TLS.
         secure = channel is not None or bool(tls or root_certificates or certificate_chain)
         self._metadata = token_metadata(token, target, secure) or None
@@ -150,6 +144,7 @@ class Client:
         # Graph ids are per-server caches; where calls can reach several servers, graphs travel inline.
         self._inline_graphs = round_robin
         self._layer_classes: dict[str, type] = {}
+        self._schemas: dict[str, pb.LayerSchema] | None = None  # this client's server's, from ListLayers
 
     # -- lifecycle --
 
@@ -175,9 +170,10 @@ class Client:
     # -- layers --
 
     def list_layers(self) -> LayerList:
-        """The server's layers with their schemas and provenance; also gives Graph methods their docs."""
+        """The server's layers with their schemas and provenance (kept for ``schemas()`` and ``graph()``)."""
         response = self._call(self._stub.ListLayers, pb.ListLayersRequest())
-        graph_module.KNOWN_LAYERS.update({schema.name: schema for schema in response.layers})
+        with self._lock:
+            self._schemas = {schema.name: schema for schema in response.layers}
         layers = [
             LayerInfo(
                 name=s.name, doc=s.doc, inputs=list(s.inputs), outputs=list(s.outputs),
@@ -192,6 +188,21 @@ class Client:
                     "reason": p.reason, "layers": list(p.layers)} for p in response.plugins]
         return LayerList(layers, plugins)
 
+    def schemas(self) -> dict[str, pb.LayerSchema]:
+        """This client's server's layer schemas by name (listed on first use; ``list_layers()`` refreshes them)."""
+        with self._lock:
+            schemas = self._schemas
+        if schemas is None:
+            self.list_layers()
+            with self._lock:
+                schemas = self._schemas
+        return dict(schemas)
+
+    def graph(self, dtype: str = "float32") -> Graph:
+        """A new Graph that knows this client's server's layers: output names, attribute types, docs and
+        signatures for its builder methods (``help(g.Affine)``)."""
+        return Graph(dtype, schemas=self.schemas())
+
     def layer_class(self, op: str) -> type:
         """A book-style class for any layer the server lists: ``L = client.layer_class("Mul"); L().forward(x, y)``."""
         from gradserve.client.remote_layer import make_layer_class
@@ -199,9 +210,10 @@ class Client:
         with self._lock:
             cls = self._layer_classes.get(op)
         if cls is None:
-            if op not in graph_module.KNOWN_LAYERS:
-                self.list_layers()
-            schema = graph_module.KNOWN_LAYERS.get(op)
+            schema = self.schemas().get(op)
+            if schema is None:
+                self.list_layers()  # a plugin the server loaded since this client last listed
+                schema = self.schemas().get(op)
             if schema is None:
                 raise NotFound(f"the server has no layer {op!r}")
             cls = make_layer_class(self, schema)
@@ -256,7 +268,8 @@ class Client:
         for each scalar output). ``trace``: also return every intermediate
         value and its gradient (``Result.values``, ``Result.value_grads``).
         """
-        tensors = {"feeds": feeds, "output_grads": seed_grads or {}}
+        tensors = {"feeds": _mapping("feeds", feeds, required=True),
+                   "output_grads": _mapping("seed_grads", seed_grads)}
         nbytes = wire.tensor_bytes(tensors)
         streamed = nbytes >= STREAM_BYTES
 
@@ -293,6 +306,7 @@ class Client:
             to_tensor_map(feeds, request.feeds)
             return request
 
+        feeds = _mapping("feeds", feeds, required=True)
         response = self._with_graph(graph, make, self._stub.Forward, timeout)
         return Session(self, from_tensor_map(response.outputs), response.session_id, response.graph_id)
 
@@ -309,12 +323,29 @@ class Client:
         def make(ref):
             request = pb.CheckGradientsRequest(graph=ref, wrt=list(wrt or ()), eps=eps)
             to_tensor_map(feeds, request.feeds)
-            to_tensor_map(seed_grads or {}, request.output_grads)
+            to_tensor_map(seed_grads, request.output_grads)
             return request
 
+        feeds = _mapping("feeds", feeds, required=True)
+        seed_grads = _mapping("seed_grads", seed_grads)
         response = self._with_graph(graph, make, self._stub.CheckGradients, timeout)
         return {c.name: GradientCheck(c.name, c.max_abs_diff, c.mean_abs_diff, from_tensor(c.numerical),
                                       from_tensor(c.backprop)) for c in response.checks}
+
+
+def _mapping(argument: str, value, required: bool = False) -> Mapping:
+    """``value`` if it maps names to arrays (None: an empty one, unless ``required``); else ArgumentTypeError."""
+    if value is None and not required:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ArgumentTypeError(f"{argument} must be a mapping of names to arrays, such as {{'x': np.ones(3)}}; "
+                                f"got {type(value).__name__} {_short(value)}", argument=argument)
+    return value
+
+
+def _short(value, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def connect(target: str | None = None, **kwargs) -> Client:

@@ -29,6 +29,17 @@ class InvalidArgument(GradserveError):
     code = grpc.StatusCode.INVALID_ARGUMENT
 
 
+class ArgumentTypeError(InvalidArgument, TypeError):
+    """A call was given an argument of the wrong type (``argument`` names it); the client sent nothing."""
+
+    def __init__(self, message: str, argument: str):
+        super().__init__(message)
+        self.argument = argument
+
+    def __str__(self) -> str:  # no status code: no server was asked
+        return self.message
+
+
 class NotFound(GradserveError):
     code = grpc.StatusCode.NOT_FOUND
 

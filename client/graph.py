@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import inspect
 import itertools
+from typing import Mapping
+
 import numpy as np
 
 from gradserve.proto import gradserve_pb2 as pb
 from gradserve.proto.attrs import attr_to_proto
 from gradserve.proto.tensors import dtype_code
-
-#: Layer schemas a client fetched with ListLayers; they give builder methods their docs and signatures.
-KNOWN_LAYERS: dict[str, pb.LayerSchema] = {}
-
 
 class Value:
     """A named value in a Graph: a graph input or a node's output. Supports + - * / @ and unary -."""
@@ -49,10 +47,16 @@ class Graph:
 
     Numbers used with operators become Constant nodes of ``dtype`` (float32
     unless given), so that ``x * 2`` keeps float32 arithmetic.
+
+    A graph means what it is built with, whichever server it is sent to later: a node has one output unless
+    ``n_outputs=`` says otherwise, and attributes encode as their Python values' types. ``schemas`` (layer name
+    -> LayerSchema, as ``client.graph()`` passes its server's) add the layers' output names, attribute types,
+    docs and signatures to the builder methods.
     """
 
-    def __init__(self, dtype: str = "float32"):
+    def __init__(self, dtype: str = "float32", *, schemas: Mapping[str, pb.LayerSchema] | None = None):
         self.dtype = np.dtype(dtype).name
+        self._schemas = dict(schemas or {})
         self._proto = pb.Graph()
         self._names: set[str] = set()
         self._counter = itertools.count(1)
@@ -87,10 +91,11 @@ class Graph:
         while name in self._names:
             name = f"{op.lower()}{next(self._counter)}"
         self._claim(name)
-        schema = KNOWN_LAYERS.get(op)
+        schema = self._schemas.get(op)
         kinds = {a.name: a.type for a in schema.attributes} if schema else {}
         count = n_outputs or (len(schema.outputs) if schema else 1)
-        outs = [name] if count == 1 else [f"{name}:{o}" for o in (schema.outputs if schema else range(count))]
+        labels = schema.outputs if schema and len(schema.outputs) == count else range(count)
+        outs = [name] if count == 1 else [f"{name}:{label}" for label in labels]
         for value_name in outs:
             if value_name != name:
                 self._claim(value_name)
@@ -126,14 +131,14 @@ class Graph:
             return self.node(op, *inputs, name=name, **attrs)
 
         add.__name__ = op
-        schema = KNOWN_LAYERS.get(op)
+        schema = self._schemas.get(op)
         if schema is not None:
             add.__doc__ = _docstring(schema)
             add.__signature__ = _signature(schema)
         return add
 
     def __dir__(self):
-        return sorted(set(super().__dir__()) | set(KNOWN_LAYERS))
+        return sorted(set(super().__dir__()) | set(self._schemas))
 
     # -- reading --
 

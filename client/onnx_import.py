@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Mapping
 
 import numpy as np
+from google.protobuf.message import DecodeError
 
 try:
     import onnx
@@ -85,10 +86,12 @@ def import_onnx(model: onnx.ModelProto | str | os.PathLike | bytes, *, freeze: b
     ``OnnxConversionError`` naming every unsupported operator, its nodes and
     the opset, and every node whose form cannot be imported, with the reason.
     """
-    if isinstance(model, bytes):
-        model = onnx.load_model_from_string(model)
-    elif not isinstance(model, onnx.ModelProto):
-        model = onnx.load(os.fspath(model))
+    if not isinstance(model, onnx.ModelProto):
+        source = "the bytes" if isinstance(model, bytes) else os.fspath(model)
+        try:
+            model = onnx.load_model_from_string(model) if isinstance(model, bytes) else onnx.load(source)
+        except DecodeError as exc:
+            raise OnnxConversionError("import the model", {}, [f"{source} is not an ONNX model ({exc})"], ()) from None
     return _Importer(model, freeze).run()
 
 

@@ -32,9 +32,9 @@ class RemoteLayer:
         key = tuple(sorted((k, repr(v)) for k, v in self.attrs.items()))
         graph = self._graphs.get(key)
         if graph is None:
-            graph = Graph()
+            graph = Graph(schemas={self.schema.name: self.schema})
             values = [graph.input(name) for name in self.schema.inputs]
-            outs = graph.node(self.schema.name, *values, name="layer", n_outputs=len(self.schema.outputs), **self.attrs)
+            outs = graph.node(self.schema.name, *values, name="layer", **self.attrs)
             for name, value in zip(self.schema.outputs, outs if isinstance(outs, tuple) else (outs,)):
                 graph.output(value, name)
             self._graphs[key] = graph

@@ -103,8 +103,12 @@ def _data_chunk(data: bytes) -> DataChunk:
 
 
 def receive(chunks: Iterable[pb.RunChunk], part: str, fields: Iterable[str],
-            check_sizes: SizeCheck | None = None) -> tuple[Message, dict[str, dict[str, RawTensor]]]:
+            check_sizes: SizeCheck | None = None,
+            reserve: Callable[[int], None] | None = None) -> tuple[Message, dict[str, dict[str, RawTensor]]]:
     """The first message (its tensor maps emptied) and those maps, each tensor's chunks assembled in place.
+
+    ``check_sizes`` is told each announced tensor's element count, then ``reserve`` the bytes of the buffers
+    about to be made for the chunks; either may raise to refuse them.
 
     Raise TensorError when the chunks do not fit what the first message announced.
     """
@@ -125,6 +129,9 @@ def receive(chunks: Iterable[pb.RunChunk], part: str, fields: Iterable[str],
             sizes[field, name] = element_count(tensor.shape, itemsize, repr(name)), itemsize
     if check_sizes is not None:
         check_sizes((name, count) for (_, name), (count, _) in sizes.items())
+    if reserve is not None:
+        reserve(sum(count * itemsize for (field, name), (count, itemsize) in sizes.items()
+                    if not tensors[field][name].data))
     for field, named in tensors.items():
         for name, tensor in named.items():
             data = tensor.data

@@ -124,7 +124,9 @@ class Gradserve(click.Group):
         return serve_command() if name == "serve" else super().get_command(ctx, name)
 
 
-@click.group(cls=Gradserve, context_settings=CONTEXT, help=__doc__)
+@click.group(cls=Gradserve, context_settings=CONTEXT,
+             help="gradserve: backpropagation as a gRPC service. Every --foo-bar option also reads the environment "
+                  "variable GRADSERVE_FOO_BAR (an option on the command line wins).")
 @click.version_option(package_name="gradserve", prog_name="gradserve")
 def cli():
     pass
@@ -140,8 +142,10 @@ def client_options(token: bool = True):
                help="name the server's certificate carries, when the target's host differs"),
     ]
     if token:
-        decorators += [option("--token", default=None, help="bearer token to send"),
-                       option("--token-file", type=FILE, default=None, help="file whose first line is the bearer token")]
+        decorators += [
+            option("--token", default=None, help="bearer token to send"),
+            option("--token-file", type=FILE, default=None, help="file whose first line is the bearer token"),
+        ]
     return with_options(decorators)
 
 
@@ -333,16 +337,37 @@ def layers(args) -> int:
         print(json.dumps([layer.as_dict() for layer in info.layers], indent=2))
         return 0
     from rich.console import Console
+
+    console = Console(highlight=False)
+    console.print(layer_table(info.layers, console.width))
+    return 0
+
+
+def layer_table(layers, width: int):
+    """The layers as a table ``width`` columns wide: the doc wraps in what the other columns leave, and a
+    narrow terminal drops the plugin and version columns (`--json` has them all).
+
+    Rich alone shrinks every wrapping column alike, which leaves the doc a sliver beside short input lists.
+    """
     from rich.table import Table
 
+    rows = [{"LAYER": l.name, "INPUTS": ", ".join(l.inputs), "OUTPUTS": ", ".join(l.outputs),
+             "PLUGIN": l.distribution, "VERSION": l.version, "DOC": l.doc} for l in layers]
+    natural = {header: max([len(header)] + [len(row[header]) for row in rows]) for header in rows[0]} if rows else {}
+    lists = max(12, width // 8)  # input and output lists wrap at their commas beyond this
+    widths = {header: min(w, lists) if header in ("INPUTS", "OUTPUTS") else w for header, w in natural.items()}
+    doc_min = 20
+    headers = ["LAYER", "INPUTS", "OUTPUTS", "PLUGIN", "VERSION"]
+    if sum(widths.get(h, 0) for h in headers) + 2 * len(headers) + doc_min > width:
+        headers = headers[:3]
     table = Table(box=None, header_style="bold", pad_edge=False)
-    for column in ("LAYER", "INPUTS", "OUTPUTS", "PLUGIN", "VERSION"):
-        table.add_column(column, no_wrap=column in ("LAYER", "VERSION"), overflow="fold")
-    table.add_column("DOC", ratio=1, min_width=20)  # the doc takes what is left, wrapped
-    for l in info.layers:
-        table.add_row(l.name, ", ".join(l.inputs), ", ".join(l.outputs), l.distribution, l.version, l.doc)
-    Console(highlight=False).print(table)
-    return 0
+    for header in headers:
+        table.add_column(header, width=widths.get(header), no_wrap=header in ("LAYER", "VERSION"), overflow="fold")
+    rest = width - sum(widths.get(h, 0) for h in headers) - 2 * len(headers)  # a space each side, but the edges
+    table.add_column("DOC", width=max(doc_min, min(natural.get("DOC", 0), rest)))
+    for row in rows:
+        table.add_row(*(row[header] for header in (*headers, "DOC")))
+    return table
 
 
 @cli.command("plugins", context_settings=CONTEXT)
@@ -425,7 +450,7 @@ def import_onnx(args) -> int:
 @option("--lr", type=click.FloatRange(min=0, min_open=True), default=0.002, help="learning rate")
 @option("--seed", type=int, default=0, help="seeds the split, the initial weights and the batches")
 @option("--log-level", type=click.Choice(LOG_LEVELS, case_sensitive=False), default="WARNING",
-        help="DEBUG, INFO, WARNING or ERROR")
+        help="how much the demo logs")
 @client_options()
 @runs
 def demo(args) -> int:

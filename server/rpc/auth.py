@@ -8,10 +8,10 @@ from typing import Iterable
 
 import grpc
 
-from gradserve.server.rpc.interceptors import kind_of
 
 #: Services a caller reaches without a token: orchestrators' health probes carry none.
 OPEN_SERVICES = frozenset({"grpc.health.v1.Health"})
+
 
 class SecurityConfigError(ValueError):
     """The TLS or token settings do not fit together; the message names the flags to fix."""
@@ -80,8 +80,7 @@ class TokenAuth(grpc.ServerInterceptor):
         problem = self._problem(handler_call_details.invocation_metadata or ())
         if problem is None:
             return continuation(handler_call_details)
-        handler = continuation(handler_call_details)
-        return _refusal(problem, handler)
+        return _refusal(problem, continuation(handler_call_details))
 
     def _problem(self, metadata) -> str | None:
         """Why the call's credentials are refused, or None when they are good."""
@@ -99,9 +98,16 @@ class TokenAuth(grpc.ServerInterceptor):
 
 
 def _refusal(message: str, handler: grpc.RpcMethodHandler | None) -> grpc.RpcMethodHandler:
-    """A handler of the same kind as ``handler`` that ends the call with UNAUTHENTICATED."""
+    """A handler that ends the call with UNAUTHENTICATED without reading its request.
 
-    def refuse(request, context):
+    Always a request-streaming one, whatever the method's kind: gRPC reads a unary call's message before its
+    handler runs, so a unary refusal would first buffer up to max-message-bytes (256 MiB) of anonymous
+    bytes, and wait for them on a pool thread. A streaming handler gets the call on its headers alone: the
+    message is never asked for, gRPC keeps no more of it than the stream's flow-control window, and the
+    thread is free at once.
+    """
+
+    def refuse(requests, context):
         context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
 
-    return kind_of(handler).factory(refuse)
+    return grpc.stream_stream_rpc_method_handler(refuse)

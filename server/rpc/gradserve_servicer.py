@@ -19,6 +19,7 @@ from gradserve.server.rpc import convert, status
 from gradserve.server.rpc.interceptors import KINDS
 from gradserve.server.rpc.train_servicer import REQUEST_DECODER as TRAIN_DECODER, serve_train
 from gradserve.server.engine.errors import CancelledError, DeadlineError, EngineError, GraphError, LimitError
+from gradserve.server.rpc.streams import StreamGuard
 from gradserve.server.service.operations import Service
 
 
@@ -103,8 +104,9 @@ def add_to_server(servicer: "GradServeServicer", server: grpc.Server) -> None:
 
 
 class GradServeServicer(pb_grpc.GradServeServicer):
-    def __init__(self, service: Service):
+    def __init__(self, service: Service, guard: StreamGuard | None = None):
         self.service = service
+        self.guard = guard  # admits a stream's tensor bytes (the memory budget); unary calls are admitted by it too
         self._layers = convert.list_layers_response(service.registry)
 
     def _stopper(self, context):
@@ -166,13 +168,19 @@ class GradServeServicer(pb_grpc.GradServeServicer):
         """Run with the tensors in chunks (proto/streaming.py); errors end the stream as Run's would."""
         context.set_trailing_metadata(((REPLICA_KEY, replica_id()),))
         try:
-            request, tensors = streaming.receive(chunks, "request", RUN_TENSORS, self.service.limits.check_sizes)
+            request, tensors = streaming.receive(
+                chunks, "request", RUN_TENSORS, self.service.limits.check_sizes,
+                lambda nbytes: self._admit(context, nbytes, f"a RunStream of {nbytes} tensor bytes"))
             response = streaming.send("response", *self._run(request, tensors, context))
         except Exception as exc:  # noqa: BLE001 - every failure becomes a status, never a crash
             if context.code() is not None:  # already ended while reading (an undecodable chunk: server/rpc/undecodable.py)
                 raise
             status.abort(context, exc)
         yield from response
+
+    def _admit(self, context, nbytes: int, what: str) -> None:
+        if self.guard is not None:
+            self.guard.admit(context, nbytes, what)
 
     def _run(self, request: pb.RunRequest, tensors: dict, context) -> tuple[pb.RunResponse, dict]:
         plan = self._plan(request.graph)

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import logging
+import threading
 from concurrent import futures
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -13,8 +14,11 @@ from grpc_reflection.v1alpha import reflection
 from gradserve.proto import gradserve_pb2 as pb
 from gradserve.proto import message_size_options
 from gradserve.server.rpc import kserve_servicer as kserve
+from gradserve.server.rpc.streams import StreamGuard
 from gradserve.server.rpc.undecodable import RejectUndecodable
 from gradserve.server.service.limits import Limits
+from gradserve.server.runtime.malloc import Trimmer
+from gradserve.server.runtime.memory_cap import MemoryBudget, current_cap, format_size
 from gradserve.server.runtime.metrics import Metrics
 from gradserve.server.rpc.observe import RequestObserver
 from gradserve.server.service.registry import Registry, load_registry
@@ -45,6 +49,8 @@ class ServerOptions:
     # A reconnecting round_robin client resolves the name again, so it sees replicas added since. None: never.
     max_connection_age: float | None = None
     max_connection_age_grace: float = 10.0
+    # Give the heap's free memory back once a burst of large calls is over (server/runtime/malloc.py).
+    trim_memory: bool = True
 
 
 @dataclass
@@ -58,6 +64,8 @@ class Running:
     executor: futures.ThreadPoolExecutor
     metrics: Metrics | None = None
     metrics_port: int | None = None
+    streams: StreamGuard | None = None
+    budget: MemoryBudget | None = None  # None: the process runs uncapped
 
     def stop(self, grace: float | None = None) -> None:
         """Health goes NOT_SERVING, new calls are refused, in-flight ones get ``grace`` seconds (Train streams
@@ -66,6 +74,8 @@ class Running:
         self.health.enter_graceful_shutdown()
         self.server.stop(grace).wait()
         self.executor.shutdown(wait=True)
+        if self.streams is not None:
+            self.streams.stop()
         if self.metrics is not None:
             self.metrics.stop()
 
@@ -89,16 +99,30 @@ def start_server(address: str = "127.0.0.1:0", registry: Registry | None = None,
     registry = registry if registry is not None else load_registry()
     credentials = server_credentials(options.tls_cert, options.tls_key, options.tls_client_ca)
     metrics = Metrics(registry) if options.metrics_port is not None else None
+    executor = futures.ThreadPoolExecutor(max_workers=options.max_workers, thread_name_prefix="gradserve")
+    budget = None
+    cap = current_cap()
+    if cap is not None:
+        _start_threads(executor, options.max_workers)  # their stacks now, before the budget is measured
+        budget = MemoryBudget.under_cap(cap)
+        options = replace(options, limits=capped_limits(options.limits, budget.total, options.max_workers))
+        _LOGGER.info("memory budget for calls and sessions: %s of the %s cap (sessions up to %s, messages up to "
+                     "%s; bigger tensors go in streams)", format_size(budget.total), format_size(cap),
+                     format_size(options.limits.max_session_bytes), format_size(options.limits.max_message_bytes))
     service = Service(registry, options.limits, options.graph_store,
                       observe=metrics.observe_layer if metrics is not None else None)
+    if budget is not None:
+        budget = MemoryBudget(budget.total, held=lambda: service.sessions.nbytes)
     grpc_options = channel_options(options.limits) + [("grpc.so_reuseport", 1 if options.reuse_port else 0)] \
         + connection_age_options(options)
-    executor = futures.ThreadPoolExecutor(max_workers=options.max_workers, thread_name_prefix="gradserve")
-    # RejectUndecodable goes last: authentication and metrics see a call before its bytes are judged.
-    interceptors = [RequestObserver(metrics)] + ([TokenAuth(options.tokens)] if options.tokens else [])
-    interceptors.append(RejectUndecodable())
+    # Authentication first: a call without a good token is refused before anything reads its message. The
+    # stream guard next: it reads every request itself, timed, so the ones after it see calls as they were.
+    # RejectUndecodable goes last: metrics see a call before its bytes are judged.
+    streams = StreamGuard(options.limits, options.max_workers, budget, Trimmer() if options.trim_memory else None)
+    interceptors = ([TokenAuth(options.tokens)] if options.tokens else []) + [streams, RequestObserver(metrics),
+                                                                              RejectUndecodable()]
     server = grpc.server(executor, options=grpc_options, interceptors=interceptors)
-    add_to_server(GradServeServicer(service), server)
+    add_to_server(GradServeServicer(service, streams), server)
     kserve.add_to_server(service, server)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -127,8 +151,30 @@ def start_server(address: str = "127.0.0.1:0", registry: Registry | None = None,
         except OSError:  # the metrics port is taken: fail whole, not half-started
             server.stop(None).wait()
             executor.shutdown(wait=False)
+            streams.stop()
             raise
     _LOGGER.info("gradserve listening on %s (port %d, %s%s) with %d layers", address, port,
                  "mutual TLS" if options.tls_client_ca else "TLS" if credentials else "plaintext",
                  ", token required" if options.tokens else "", len(registry.layers))
-    return Running(server, port, service, health_servicer, executor, metrics, metrics_port)
+    return Running(server, port, service, health_servicer, executor, metrics, metrics_port, streams, budget)
+
+
+def capped_limits(limits: Limits, budget: int, max_workers: int) -> Limits:
+    """``limits`` made to fit a memory budget: sessions may keep half of it, and a message is small enough
+    that every thread reading one at once (gRPC holds each twice while it hands it over) takes half of it.
+    Messages are received whole before any handler can look at them, so only their size bounds them."""
+    message_bytes = max(MIN_CAPPED_MESSAGE_BYTES, budget // (4 * max_workers))
+    return replace(limits, max_session_bytes=min(limits.max_session_bytes, budget // 2),
+                   max_message_bytes=min(limits.max_message_bytes, message_bytes))
+
+
+#: Under the smallest cap, messages still hold a few MiB (the client streams requests from 8 MiB on).
+MIN_CAPPED_MESSAGE_BYTES = 4 << 20
+
+
+def _start_threads(executor: futures.ThreadPoolExecutor, count: int) -> None:
+    """Make the pool start all ``count`` threads now (it starts them one call at a time otherwise)."""
+    barrier = threading.Barrier(count + 1)
+    for _ in range(count):
+        executor.submit(barrier.wait)
+    barrier.wait()

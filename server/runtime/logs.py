@@ -30,8 +30,23 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(line, default=str)
 
 
+class StderrHandler(logging.StreamHandler):
+    """Writes each record to whatever ``sys.stderr`` is when it is emitted, not to the one it was made with.
+
+    A handler holding the stream of its creation writes to a closed file once that stream is swapped and
+    closed, as pytest's capture does after each test that runs the CLI in-process (``--- Logging error ---``).
+    """
+
+    def __init__(self):
+        logging.Handler.__init__(self)
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+
 def configure_logging(level: str = "INFO", json_lines: bool = False) -> None:
     """Send every log record to stderr, as text or (``json_lines``) as JSON objects, one per line."""
-    handler = logging.StreamHandler(sys.stderr)
+    handler = StderrHandler()
     handler.setFormatter(JsonFormatter() if json_lines else logging.Formatter(TEXT_FORMAT))
     logging.basicConfig(level=level.upper(), handlers=[handler], force=True)

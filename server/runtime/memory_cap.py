@@ -7,8 +7,11 @@ import logging
 import os
 import re
 import resource
+import threading
 from pathlib import Path
 from typing import Literal, Union
+
+from gradserve.server.engine.errors import LimitError
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -146,3 +149,72 @@ def _read(path: Path) -> str | None:
 
 def _bytes(text: str | None) -> int | None:
     return int(text) if text is not None and text.isdigit() else None
+
+
+def current_cap() -> int | None:
+    """The soft RLIMIT_DATA this process runs under (what --max-memory set), or None when there is none."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_DATA)
+    return None if soft == resource.RLIM_INFINITY else soft
+
+
+def data_bytes(status: str | os.PathLike = "/proc/self/status") -> int:
+    """What RLIMIT_DATA measures of this process now: VmData (its private writable mappings), in bytes."""
+    for line in (_read(Path(status)) or "").splitlines():
+        if line.startswith("VmData:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+#: What a call reserves per byte of request tensors: the tensors themselves, and as much again for what it
+#: makes of them (outputs, gradients, temporaries). A guess the cap itself backs up: a call that allocates
+#: more than it reserved still gets RESOURCE_EXHAUSTED from the cap, rarely enough that the margin holds.
+RESERVE_FACTOR = 2
+#: Calls smaller than this reserve nothing: they cost more to count than they could take.
+RESERVE_FROM = 1 << 20
+
+
+class MemoryBudget:
+    """The bytes calls in flight may reserve under the cap: refused beyond it, so the cap itself is never met.
+
+    RLIMIT_DATA is one limit for everything in the process. When a tensor allocation meets it, that call gets
+    RESOURCE_EXHAUSTED; but gRPC's core and the interpreter allocate too, and one of their allocations failing
+    aborts the whole process (a 1 GiB cap died so with four 144 MB calls in flight). So calls reserve their
+    bytes here first, from a budget that leaves the cap a margin for everyone else: what the process held when
+    it started serving (threads' stacks, libraries) and ``margin`` more. ``held`` tells what else is kept
+    (the Forward sessions' bytes), which counts against the budget as well.
+    """
+
+    def __init__(self, total: int, held=lambda: 0):
+        self.total = total
+        self._held = held
+        self._reserved = 0
+        self._lock = threading.Lock()
+
+    @classmethod
+    def under_cap(cls, cap: int, held=lambda: 0) -> "MemoryBudget":
+        """The budget under ``cap``: less what the process holds now and a margin of an eighth (64 MiB at least)."""
+        margin = max(64 << 20, cap // 8)
+        return cls(max(0, cap - data_bytes() - margin), held)
+
+    @property
+    def reserved(self) -> int:
+        return self._reserved
+
+    def reserve(self, nbytes: int, what: str = "the call") -> int:
+        """Reserve ``nbytes`` (release() them after); LimitError when they do not fit; the bytes reserved."""
+        if nbytes < RESERVE_FROM:
+            return 0
+        with self._lock:
+            held = self._held()
+            if self._reserved + held + nbytes > self.total:
+                raise LimitError(f"{what} needs about {format_size(nbytes)} and the server's memory budget under "
+                                 f"--max-memory has {format_size(max(0, self.total - self._reserved - held))} "
+                                 f"of {format_size(self.total)} free (calls in flight and sessions hold the rest); "
+                                 "try again later or send less at once")
+            self._reserved += nbytes
+        return nbytes
+
+    def release(self, nbytes: int) -> None:
+        if nbytes:
+            with self._lock:
+                self._reserved -= nbytes

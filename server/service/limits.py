@@ -31,6 +31,11 @@ class Limits:
     max_named_graphs: int = _limit(1_000, "graph names (KServe models) the server keeps")
     # a server-side bound on any call, deadline or not
     max_call_seconds: float = _limit(600.0, "seconds any call may run, whatever its deadline")
+    # Slow or silent peers (server/rpc/streams.py): each open stream holds one of the --max-workers threads.
+    max_streams: int = _limit(8, "streams open at once (half of them per peer address); the rest of the "
+                                 "--max-workers threads serve unary calls")
+    stream_idle_seconds: float = _limit(60.0, "seconds the server waits for a client's next message")
+    stream_max_seconds: float = _limit(3600.0, "seconds a stream may stay open")
 
     def check_arrays(self, arrays: Iterable[np.ndarray], what: str = "request") -> None:
         self.check_sizes(((name, array.size) for name, array in arrays), what)
