@@ -306,3 +306,26 @@ def test_sigterm_refuses_batches_as_going_away_and_still_hands_the_parameters_ba
         for key in final:
             np.testing.assert_array_equal(final[key], now[key])
         assert server.proc.wait(timeout=30) == 0
+
+
+def test_the_stream_guard_bounds_train_streams_by_name(registry):
+    """The server's stream limits apply to Train: a stream past max-streams is refused naming it; a stream left
+    silent past stream-idle-seconds is ended naming it, and its parameters are freed."""
+    running = limited_server(registry, max_streams=2, stream_idle_seconds=0.5)
+    sessions = running.service.sessions
+    try:
+        with gs.connect(f"127.0.0.1:{running.port}", timeout=30) as client:
+            net = TwoLayerNet(6, 4, 3, dtype="float64", seed=0, client=client)
+            feeds = net.batch_feeds(np.ones((2, 6)), [0, 1])
+            trainer = net.trainer("sgd")  # one stream per peer address: half the max-streams limit of 2
+            with pytest.raises(gs.ResourceExhausted, match="max-streams"):
+                net.trainer("sgd")
+            trainer.step(feeds)
+            time.sleep(1.5)
+            with pytest.raises(gs.DeadlineExceeded, match="stream-idle-seconds"):
+                trainer.step(feeds)
+            wait_for(lambda: sessions.holds == 0, "the server to free the ended stream")
+            with net.trainer("sgd") as again:  # the slot is free again
+                again.step(feeds)
+    finally:
+        running.stop(None)

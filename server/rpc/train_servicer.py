@@ -59,8 +59,8 @@ class TrainStream:
             except (StreamBroken, grpc.RpcError):  # the stream itself is broken, or the caller left mid-chunks
                 raise
             except Exception as exc:  # noqa: BLE001 - this message failed; the stream goes on
-                if self.context.code() is not None:  # the call itself ended while reading (undecodable, cancel)
-                    raise
+                if self.context.code() is not None or not self.context.is_active():
+                    raise  # the call itself ended while reading (undecodable, cancelled, the stream guard)
                 yield wire.encode(pb.TrainResponse(status=_status_message(exc)), {}, 0)
                 continue
             yield from stream_chunks.send(response, out, _chunk_response)
@@ -149,12 +149,11 @@ def serve_train(servicer, requests, context: grpc.ServicerContext, replica: str)
     context.add_callback(stream.close)  # a caller that vanishes frees the run even before the handler notices
     try:
         yield from stream.answers()
-    except grpc.RpcError:  # raised by the request iterator when the caller cancelled or vanished: no one to answer
-        if context.is_active():
-            raise
     except Exception as exc:  # noqa: BLE001 - every failure becomes a status, never a crash
-        if context.code() is not None:
+        if context.code() is not None:  # ended with its status already (an undecodable request)
             raise
+        if not context.is_active():  # the caller left, or the stream guard ended the call: no one to answer
+            return
         status.abort(context, exc.error if isinstance(exc, StreamBroken) else exc)
     finally:
         stream.close()
