@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import queue
 import threading
+import weakref
 from pathlib import Path
 from typing import Iterable, Mapping
 
@@ -71,6 +72,8 @@ class Trainer:
                                              response_deserializer=wire.Decoder(pb.TrainResponse).decode,
                                              _registered_method=True)
         self._call = stub(iter(self._requests.get, _END), timeout=timeout, metadata=client._metadata)
+        # A Trainer dropped without close() ends its stream (the server frees its state) and gRPC's sending thread.
+        weakref.finalize(self, _abandon, self._requests, self._call)
         open_ = pb.TrainOpen(loss=loss, feeds=list(feeds or ()), outputs=list(outputs), inference=inference,
                              optimizer=pb.OptimizerSpec(name=optimizer, settings={k: float(v) for k, v in
                                                                                   settings.items()}))
@@ -107,8 +110,11 @@ class Trainer:
             self.steps = response.step
             self._requests.put(_END)
             self.closed = True
-            for _ in self._call:  # the server ends the call with OK once it has answered close
-                pass
+            try:
+                for _ in self._call:  # the server ends the call with OK once it has answered close
+                    pass
+            except grpc.RpcError as error:
+                raise from_rpc_error(error) from None
         return dict(self._final)
 
     def save(self, path: str | os.PathLike) -> Path:
@@ -183,5 +189,10 @@ class Trainer:
 
     def _cancel(self) -> None:
         self.closed = True
-        self._requests.put(_END)
-        self._call.cancel()
+        _abandon(self._requests, self._call)
+
+
+def _abandon(requests: queue.SimpleQueue, call) -> None:
+    """End a stream without a close message: no more requests, the call cancelled (a no-op once it ended)."""
+    requests.put(_END)
+    call.cancel()

@@ -329,3 +329,17 @@ def test_the_stream_guard_bounds_train_streams_by_name(registry):
                 again.step(feeds)
     finally:
         running.stop(None)
+
+
+def test_a_trainer_dropped_without_close_ends_its_stream(own_server):
+    """A Trainer garbage-collected without close() cancels its stream: the server frees what it held."""
+    import gc
+
+    sessions = own_server.service.sessions
+    with gs.connect(f"127.0.0.1:{own_server.port}") as client:
+        net = TwoLayerNet(6, 4, 3, dtype="float64", seed=0, client=client)
+        trainer = net.trainer("momentum")
+        assert sessions.holds == 1
+        del trainer
+        gc.collect()
+        wait_for(lambda: sessions.holds == 0, "the server to free a dropped trainer's stream")
