@@ -45,7 +45,8 @@ def send(message: Message, tensors: Mapping[str, Mapping[str, np.ndarray]],
     yield wire.Encoded(message, message.SerializeToString())
     for field, name, data in pending:
         for start in range(0, data.size, chunk_bytes):
-            chunk = chunk_message(pb.TensorChunk(field=field, name=name, data=data[start:start + chunk_bytes].tobytes()))
+            piece = data[start:start + chunk_bytes].tobytes()
+            chunk = chunk_message(pb.TensorChunk(field=field, name=name, data=piece))
             yield wire.Encoded(chunk, chunk.SerializeToString())
 
 

@@ -177,8 +177,8 @@ def test_a_plain_protobuf_client_is_answered_in_order_with_per_message_statuses(
     batch = pb.TrainRequest(batch=pb.TrainBatch())
     x, t = batches(rng, 1)[0]
     to_tensor_map(net.batch_feeds(x, t), batch.feeds)
-    answers = raw_train(target, [batch, pb.TrainRequest(), open_, open_, batch,
-                                 pb.TrainRequest(get_params=pb.TrainGetParams()), pb.TrainRequest(close=pb.TrainClose())])
+    get_params, close = pb.TrainRequest(get_params=pb.TrainGetParams()), pb.TrainRequest(close=pb.TrainClose())
+    answers = raw_train(target, [batch, pb.TrainRequest(), open_, open_, batch, get_params, close])
     codes = [a.status.code for a in answers]
     assert codes == [grpc.StatusCode.INVALID_ARGUMENT.value[0]] * 2 + [0, 3, 0, 0, 0]
     assert "before open" in answers[0].status.message and "open is" not in answers[1].status.message

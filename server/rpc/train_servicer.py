@@ -1,10 +1,11 @@
 """The Train stream's servicer: decode each TrainRequest, call the service's TrainingRun, answer in order.
 
 One message, one answer: a message that fails is answered with its google.rpc.Status (TrainResponse.status)
-and the stream goes on. Once the server begins to shut down, open and batch are answered UNAVAILABLE (going
-away) while get_params and close still hand the parameters back, until the shutdown's grace ends. What breaks the stream itself (chunks that do not fit, a request that does not
-parse, the caller leaving) ends the call with its status. However the call ends, the run's parameters and
-optimizer state are freed with it.
+and the stream goes on. What breaks the stream itself (chunks that do not fit, a request that does not
+parse, the caller leaving, the stream guard's limits) ends the call with its status. However the call ends,
+the run's parameters and optimizer state are freed with it. Once the server begins to shut down, open and
+batch are answered UNAVAILABLE (going away) while get_params and close still hand the parameters back,
+until the shutdown's grace ends.
 """
 
 from __future__ import annotations
