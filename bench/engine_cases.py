@@ -6,6 +6,7 @@ import time
 
 import numpy as np
 
+import gradserve.client as gs
 from gradserve.server.engine import execute as engine
 
 from bench import book, timing, workloads
@@ -98,8 +99,38 @@ def _torch_step(torch, feeds):
     return run
 
 
+def conv(sizes: Sizes, torch, threads: int) -> list:
+    """One 3x3 Convolution (64 -> 64 channels, 32x32, "same" padding) forward and backward in the engine, every
+    gradient (dx, dW, db), against torch autograd doing the same on the same threads."""
+    batch, channels, size = sizes.conv_batch, 64, 32
+    g = gs.Graph(dtype="float32")
+    g.output(g.Convolution(*g.inputs("x", "W", "b"), pads=[1, 1, 1, 1]), "out")
+    plan = workloads.plan_of(g)
+    rng = np.random.default_rng(0)
+    feeds = {"x": rng.standard_normal((batch, channels, size, size), dtype=np.float32),
+             "W": (rng.standard_normal((channels, channels, 3, 3), dtype=np.float32) * 0.05),
+             "b": np.zeros(channels, np.float32)}
+    dout = {"out": np.ones((batch, channels, size, size), np.float32)}
+    case = f"Convolution 3x3 {channels}->{channels} {size}x{size} b{batch} forward+backward, engine / torch autograd"
+    if torch is None:
+        return [Skipped(case, "torch is not installed")]
+    x, W, b = (torch.from_numpy(feeds[k]).requires_grad_() for k in ("x", "W", "b"))
+    seed = torch.from_numpy(dout["out"])
+
+    def torch_step():
+        out = torch.nn.functional.conv2d(x, W, b, padding=1)
+        return torch.autograd.grad(out, (x, W, b), seed)
+
+    fns = {"engine": lambda: engine.run(plan, feeds, output_grads=dout, wrt=["x", "W", "b"]), "torch": torch_step}
+    t = timing.medians(fns, sizes.rounds, sizes.conv_calls)
+    return [Row(case, "ms", t["engine"] * 1e3, t["torch"] * 1e3, "<= 2",
+                f"float32, {threads} threads each; im2col + OpenBLAS GEMM against torch's own kernels")]
+
+
 def all_cases(sizes: Sizes, only, torch, threads: int) -> list:
     rows = []
+    if only is None or "conv" in only:
+        rows.extend(conv(sizes, torch, threads))
     if only is None or "chain" in only:
         rows.extend(chain(sizes, torch))
     if only is None or "step" in only:
@@ -107,4 +138,4 @@ def all_cases(sizes: Sizes, only, torch, threads: int) -> list:
     return rows
 
 
-NAMES = ("chain", "step")
+NAMES = ("chain", "step", "conv")

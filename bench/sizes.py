@@ -22,9 +22,11 @@ class Sizes:
     sessions: int = 1000
     resnet_batch: int = 8
     resnet_calls: int = 3
+    conv_batch: int = 8
+    conv_calls: int = 3
 
 
 FULL = Sizes()
 QUICK = Sizes(rounds=1, tiny_calls=20, train_calls=5, batch=10, chain_nodes=40, chain_calls=2, step_calls=5,
               large_mib=(0.25, 1), large_calls=(2, 1), threads=4, throughput_seconds=0.2, throughput_rounds=1,
-              sessions=20, resnet_batch=1, resnet_calls=1)
+              sessions=20, resnet_batch=1, resnet_calls=1, conv_batch=1, conv_calls=1)

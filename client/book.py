@@ -125,8 +125,8 @@ class Affine:
         self._layer = _remote("Affine")
 
     def forward(self, x):
-        self.original_x_shape = np.shape(x)
-        self.x = np.reshape(x, (self.original_x_shape[0], -1)) if np.ndim(x) else x
+        self.original_x_shape = shape = np.shape(x)
+        self.x = np.reshape(x, (shape[0], int(np.prod(shape[1:], dtype=np.int64)))) if shape else x
         return self._layer.forward(x, self.W, self.b)
 
     def backward(self, dout):
@@ -135,7 +135,11 @@ class Affine:
 
 
 class SoftmaxWithLoss:
-    """Softmax and cross-entropy loss against labels t (indices, one-hot or soft); backward(dout=1) returns dx."""
+    """Softmax and cross-entropy loss against labels t (indices, one-hot or soft); backward(dout=1) returns dx.
+
+    dx is the book's: (y - t) / N. With soft labels the loss is their cross-entropy -sum(t * log y) / N, the
+    loss that dx is the gradient of (the book's cross_entropy_error scores their argmax instead).
+    """
 
     def __init__(self):
         self.loss = None

@@ -43,6 +43,8 @@ def layer_cases(rng: np.random.Generator) -> dict[str, list[tuple[dict, dict]]]:
             ({"x": r(6, 3), "gamma": pos(3), "beta": r(3), "running_mean": np.zeros(3), "running_var": np.ones(3)}, {}),
             ({"x": r(2, 3, 2, 2), "gamma": pos(3), "beta": r(3), "running_mean": r(3), "running_var": pos(3)},
              {"spatial": True, "epsilon": 1e-5}),
+            ({"x": r(4, 2, 3), "gamma": pos(2), "beta": r(2), "running_mean": r(2), "running_var": pos(2)},
+             {"spatial": True, "training_mode": True}),
         ],
         "LayerNormalization": [
             ({"x": r(3, 4), "scale": pos(4), "bias": r(4)}, {}),

@@ -17,7 +17,7 @@ def test_bench_quick_prints_the_table():
     out = done.stdout
     assert "case" in out and "baseline" in out and "ratio" in out
     for case in ("tiny graph", "training step", "engine overhead", "engine vs PyTorch", "large: Relu",
-                 "throughput", "memory", "malloc"):
+                 "throughput", "memory", "malloc", "Convolution 3x3"):
         assert case in out, f"no {case!r} row in:\n{out}"
     assert "blas:" in out  # the BLAS kernel that ran is reported
 

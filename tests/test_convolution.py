@@ -50,8 +50,10 @@ CONV_CASES = {
     "2d-dilations": ({"x": r(1, 2, 8, 8), "W": r(3, 2, 3, 3), "b": r(3)}, {"dilations": [2, 3], "pads": [2, 2, 2, 2]}),
     "2d-group": ({"x": r(2, 6, 5, 5), "W": r(4, 3, 3, 3), "b": r(4)}, {"group": 2, "pads": [1, 1, 1, 1]}),
     "2d-depthwise": ({"x": r(1, 4, 5, 5), "W": r(4, 1, 3, 3), "b": r(4)}, {"group": 4}),
-    "2d-same-upper": ({"x": r(1, 2, 7, 6), "W": r(3, 2, 4, 3), "b": r(3)}, {"auto_pad": "SAME_UPPER", "strides": [2, 2]}),
-    "2d-same-lower": ({"x": r(1, 2, 7, 6), "W": r(3, 2, 4, 3), "b": r(3)}, {"auto_pad": "SAME_LOWER", "strides": [2, 2]}),
+    "2d-same-upper": ({"x": r(1, 2, 7, 6), "W": r(3, 2, 4, 3), "b": r(3)},
+                       {"auto_pad": "SAME_UPPER", "strides": [2, 2]}),
+    "2d-same-lower": ({"x": r(1, 2, 7, 6), "W": r(3, 2, 4, 3), "b": r(3)},
+                       {"auto_pad": "SAME_LOWER", "strides": [2, 2]}),
     "1d": ({"x": r(2, 3, 9), "W": r(2, 3, 4), "b": r(2)}, {"strides": [2], "pads": [1, 2]}),
     "3d": ({"x": r(1, 2, 4, 5, 4), "W": r(3, 2, 2, 3, 2), "b": r(3)}, {"pads": [1, 0, 1, 0, 1, 0]}),
 }

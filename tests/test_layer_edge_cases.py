@@ -25,7 +25,8 @@ def test_affine_takes_an_empty_batch(client):
 @pytest.mark.parametrize("dtype", ["int64", "int32", "bool"])
 def test_integer_constants_are_exact(client, dtype):
     """A graph's integer and bool constants come back exactly (2**53 + 1 too), in their dtype."""
-    values = {"int64": [2**53 + 1, -(2**62) - 3, 7], "int32": [2**31 - 1, -(2**31), 5], "bool": [True, False, True]}[dtype]
+    values = {"int64": [2**53 + 1, -(2**62) - 3, 7], "int32": [2**31 - 1, -(2**31), 5],
+              "bool": [True, False, True]}[dtype]
     array = np.array(values, dtype=dtype)
     g = gs.Graph(dtype="float64")
     g.output(g.Identity(g.constant(array, dtype=dtype)), "out")

@@ -166,5 +166,19 @@ def test_layernorm_float32_stays_float32(client):
 
 def test_layernorm_refuses_a_scale_of_another_shape(client):
     """A scale that does not broadcast to the normalized axes is INVALID_ARGUMENT naming both shapes."""
-    with pytest.raises(InvalidArgument, match=r"scale of shape \(3,\) does not broadcast to the normalized shape \(4,\)"):
+    message = r"scale of shape \(3,\) does not broadcast to the normalized shape \(4,\)"
+    with pytest.raises(InvalidArgument, match=message):
         client.run(layernorm_graph(), {"x": r(2, 4), "scale": pos(3), "bias": r(4)})
+
+
+def test_training_mode_attribute_overrides_the_request(client):
+    """training_mode=True normalizes with the batch's statistics in a non-training request, False the reverse."""
+    feeds = bn_feeds()
+    attrs = {"spatial": True, "epsilon": 2.0**-16, "momentum": 0.75}
+    batch = client.run(batchnorm_graph(**attrs), feeds, grad=False, training=True).outputs
+    running = client.run(batchnorm_graph(**attrs), feeds, grad=False).outputs
+    forced_batch = client.run(batchnorm_graph(training_mode=True, **attrs), feeds, grad=False).outputs
+    forced_running = client.run(batchnorm_graph(training_mode=False, **attrs), feeds, grad=False, training=True).outputs
+    for name in ("out", "running_mean", "running_var"):
+        np.testing.assert_array_equal(forced_batch[name], batch[name])
+        np.testing.assert_array_equal(forced_running[name], running[name])

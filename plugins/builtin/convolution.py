@@ -141,41 +141,46 @@ class Convolution(Layer):
             raise ValueError(f"Convolution kernel_shape {list(self.kernel_shape)} differs from W's {list(W.shape[2:])}")
         win = Window("Convolution", x.shape[2:], W.shape[2:], self.strides, self.pads, self.dilations, self.auto_pad)
         self.win, self.x_shape, self.W_shape = win, x.shape, W.shape
-        xp = win.pad(x)
-        kernel_size = math.prod(win.kernel)
-        # col[n, c, *offset, *out]: one strided slice copy per kernel offset.
-        col = np.empty((n, c) + win.kernel + win.out, dtype=x.dtype)
+        # Channels first, (C, N, *spatial): then every column buffer and gradient is one 2-D GEMM operand.
+        # (numpy's batched matmul over (N, ...) stacks measured 5x slower than one GEMM of the same size.)
+        xp = win.pad(np.moveaxis(x, 1, 0))
+        col = np.empty((c,) + win.kernel + (n,) + win.out, dtype=x.dtype)
+        head = (slice(None), slice(None))
         for offset in win.offsets:
-            col[(slice(None), slice(None)) + offset] = xp[(slice(None), slice(None)) + win.taps(offset)]
-        positions = math.prod(win.out)
-        self.col = col.reshape(n, g, (c // g) * kernel_size, positions)
+            col[(slice(None),) + offset] = xp[head + win.taps(offset)]
+        self.col = col.reshape(g, (c // g) * math.prod(win.kernel), n * math.prod(win.out))
         self.W_mat = W.reshape(g, W.shape[0] // g, -1)
-        out = np.matmul(self.W_mat, self.col)  # (n, g, M/g, positions): already N, M, *out
-        out = out.reshape((n, W.shape[0]) + win.out)
-        out += b.reshape((-1,) + (1,) * len(win.out))
-        return out
+        out = np.empty((g, W.shape[0] // g, self.col.shape[2]), dtype=np.result_type(x, W))
+        for k in range(g):
+            np.matmul(self.W_mat[k], self.col[k], out=out[k])
+        out = out.reshape((W.shape[0], n) + win.out)
+        out += b.reshape((-1,) + (1,) * (len(win.out) + 1))
+        return np.ascontiguousarray(np.moveaxis(out, 0, 1))
 
     def backward(self, dout):
         needs = self.needs_input_grad or (True, True, True)
         n, m = dout.shape[:2]
         g = self.group
-        d = dout.reshape(n, g, m // g, -1)
         db = dout.sum(axis=tuple(i for i in range(dout.ndim) if i != 1)) if needs[2] else None
+        # (M, N * positions), grouped: the layout forward's GEMM produced.
+        d = np.ascontiguousarray(np.moveaxis(dout, 1, 0)).reshape(g, m // g, -1)
         dW = None
         if needs[1]:
-            # sum over the batch of (M/g, P) @ (P, C/g*K): one GEMM per image and group.
-            dW = np.matmul(d, self.col.transpose(0, 1, 3, 2)).sum(axis=0).reshape(self.W_shape)
+            # col @ d.T, then transposed: OpenBLAS ran d @ col.T (a long inner dimension, 64 output rows) 3x slower.
+            dW = np.stack([(self.col[k] @ d[k].T).T for k in range(g)]).reshape(self.W_shape)
         dx = None
         if needs[0]:
             win = self.win
-            dcol = np.matmul(self.W_mat.transpose(0, 2, 1), d)  # (n, g, C/g*K, P)
-            dcol = dcol.reshape((n, self.x_shape[1]) + win.kernel + win.out)
-            dxp = np.zeros(win.padded_shape(n, self.x_shape[1]), dtype=dout.dtype)
+            c = self.x_shape[1]
+            dcol = np.empty(self.col.shape, dtype=dout.dtype)
+            for k in range(g):
+                np.matmul(self.W_mat[k].T, d[k], out=dcol[k])
+            dcol = dcol.reshape((c,) + win.kernel + (n,) + win.out)
+            dxp = np.zeros(win.padded_shape(c, n), dtype=dout.dtype)
+            head = (slice(None), slice(None))
             for offset in win.offsets:
-                dxp[(slice(None), slice(None)) + win.taps(offset)] += dcol[(slice(None), slice(None)) + offset]
-            dx = win.crop(dxp)
-            if dx.base is not None:
-                dx = np.ascontiguousarray(dx)
+                dxp[head + win.taps(offset)] += dcol[(slice(None),) + offset]
+            dx = np.ascontiguousarray(np.moveaxis(win.crop(dxp), 0, 1))
         return dx, dW, db
 
 

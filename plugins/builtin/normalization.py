@@ -14,7 +14,8 @@ class BatchNormalization(Layer):
     (new = momentum * old + (1 - momentum) * batch); otherwise it uses the running ones. spatial=False is the
     book's: x is flattened to (N, -1) and every feature has its own statistics (gamma of shape (D,)).
     spatial=True is ONNX's (and torch's): one statistic per channel of x (N, C, *spatial), over N and the
-    spatial axes (gamma of shape (C,)).
+    spatial axes (gamma of shape (C,)). training_mode, when set, overrides the request's flag (an ONNX
+    model exported in training mode says so on the node).
     """
 
     inputs = ("x", "gamma", "beta", "running_mean", "running_var")
@@ -24,9 +25,13 @@ class BatchNormalization(Layer):
         "momentum": Attr("float", 0.9, "weight of the old running statistics"),
         "epsilon": Attr("float", 1e-6, "added to the variance before the square root (the book's 10e-7)"),
         "spatial": Attr("bool", False, "one statistic per channel (axis 1, ONNX) instead of per flattened feature"),
+        "training_mode": Attr("bool", None, "batch statistics (true) or running ones (false), as ONNX's "
+                                            "training_mode; unset: the request's training flag"),
     }
 
     def forward(self, x, gamma, beta, running_mean, running_var):
+        if self.training_mode is not None:
+            self.training = self.training_mode
         if x.ndim < 1 + self.spatial:
             raise ValueError(f"BatchNormalization takes x with a batch axis{' and a channel axis' * self.spatial}, "
                              f"got shape {x.shape}")
