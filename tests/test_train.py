@@ -343,3 +343,23 @@ def test_a_trainer_dropped_without_close_ends_its_stream(own_server):
         del trainer
         gc.collect()
         wait_for(lambda: sessions.holds == 0, "the server to free a dropped trainer's stream")
+
+
+@pytest.mark.parametrize("case,says", [("stray chunk", "a chunk that no message announced"),
+                                       ("missing chunks", "a message came before the chunks"),
+                                       ("too many bytes", "the chunks carry more than its 32 bytes")])
+def test_chunks_that_do_not_fit_end_the_stream_with_invalid_argument(client, target, case, says):
+    """Chunks are the one thing a stream cannot answer message by message: a chunk nothing announced, a message
+    before the announced chunks, or chunks past the announced size end the call with INVALID_ARGUMENT."""
+    net = TwoLayerNet(2, 2, 2, dtype="float64", seed=0, client=client)
+    open_ = pb.TrainRequest(open=pb.TrainOpen(graph=pb.GraphRef(graph_id=client.register(net.graph))))
+    to_tensor_map({k: v for k, v in net.params.items() if k != "W1"}, open_.params)
+    open_.params["W1"].dtype = pb.FLOAT64
+    open_.params["W1"].shape[:] = [2, 2]  # 32 bytes announced, to follow in chunks
+    chunk = pb.TrainRequest(chunk=pb.TensorChunk(field="params", name="W1", data=bytes(24)))
+    requests = {"stray chunk": [chunk],
+                "missing chunks": [open_, pb.TrainRequest(get_params=pb.TrainGetParams())],
+                "too many bytes": [open_, chunk, chunk]}[case]
+    with pytest.raises(grpc.RpcError) as ended:
+        raw_train(target, requests)
+    assert ended.value.code() == grpc.StatusCode.INVALID_ARGUMENT and says in ended.value.details()
