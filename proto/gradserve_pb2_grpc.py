@@ -75,6 +75,11 @@ class GradServeStub(object):
                 request_serializer=gradserve_dot_proto_dot_gradserve__pb2.CheckGradientsRequest.SerializeToString,
                 response_deserializer=gradserve_dot_proto_dot_gradserve__pb2.CheckGradientsResponse.FromString,
                 _registered_method=True)
+        self.Session = channel.stream_stream(
+                '/gradserve.v1.GradServe/Session',
+                request_serializer=gradserve_dot_proto_dot_gradserve__pb2.SessionRequest.SerializeToString,
+                response_deserializer=gradserve_dot_proto_dot_gradserve__pb2.SessionResponse.FromString,
+                _registered_method=True)
         self.Train = channel.stream_stream(
                 '/gradserve.v1.GradServe/Train',
                 request_serializer=gradserve_dot_proto_dot_gradserve__pb2.TrainRequest.SerializeToString,
@@ -140,6 +145,15 @@ class GradServeServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Session(self, request_iterator, context):
+        """A session as long as the stream: SESSION_OPEN first, then forward, backward, run and release steps,
+        each answered in order (an error answers that step alone). Closing the stream frees the session;
+        a stream stays on one replica behind every balancer.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Train(self, request_iterator, context):
         """Training with the parameters and the optimizer's state on the server (see TrainRequest); the stream stays
         on one replica behind any balancer.
@@ -190,6 +204,11 @@ def add_GradServeServicer_to_server(servicer, server):
                     servicer.CheckGradients,
                     request_deserializer=gradserve_dot_proto_dot_gradserve__pb2.CheckGradientsRequest.FromString,
                     response_serializer=gradserve_dot_proto_dot_gradserve__pb2.CheckGradientsResponse.SerializeToString,
+            ),
+            'Session': grpc.stream_stream_rpc_method_handler(
+                    servicer.Session,
+                    request_deserializer=gradserve_dot_proto_dot_gradserve__pb2.SessionRequest.FromString,
+                    response_serializer=gradserve_dot_proto_dot_gradserve__pb2.SessionResponse.SerializeToString,
             ),
             'Train': grpc.stream_stream_rpc_method_handler(
                     servicer.Train,
@@ -414,6 +433,33 @@ class GradServe(object):
             '/gradserve.v1.GradServe/CheckGradients',
             gradserve_dot_proto_dot_gradserve__pb2.CheckGradientsRequest.SerializeToString,
             gradserve_dot_proto_dot_gradserve__pb2.CheckGradientsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Session(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/gradserve.v1.GradServe/Session',
+            gradserve_dot_proto_dot_gradserve__pb2.SessionRequest.SerializeToString,
+            gradserve_dot_proto_dot_gradserve__pb2.SessionResponse.FromString,
             options,
             channel_credentials,
             insecure,

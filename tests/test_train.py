@@ -236,9 +236,9 @@ def test_a_vanished_client_frees_its_parameters_and_state(own_server):
     trainer = net.trainer("adam")
     trainer.step(net.batch_feeds(np.ones((2, 6)), [0, 1]))
     param_bytes = sum(a.nbytes for a in net.params.values())
-    assert sessions.holds == 1 and sessions.nbytes == 3 * param_bytes  # parameters + Adam's m and v
+    assert sessions.count == 1 and sessions.nbytes == 3 * param_bytes  # parameters + Adam's m and v
     client.close()  # no close message: the connection just goes
-    wait_for(lambda: sessions.holds == 0, "the server to free the vanished stream")
+    wait_for(lambda: sessions.count == 0, "the server to free the vanished stream")
     assert sessions.nbytes == 0
 
 
@@ -324,7 +324,7 @@ def test_the_stream_guard_bounds_train_streams_by_name(registry):
             time.sleep(1.5)
             with pytest.raises(gs.DeadlineExceeded, match="stream-idle-seconds"):
                 trainer.step(feeds)
-            wait_for(lambda: sessions.holds == 0, "the server to free the ended stream")
+            wait_for(lambda: sessions.count == 0, "the server to free the ended stream")
             with net.trainer("sgd") as again:  # the slot is free again
                 again.step(feeds)
     finally:
@@ -339,10 +339,10 @@ def test_a_trainer_dropped_without_close_ends_its_stream(own_server):
     with gs.connect(f"127.0.0.1:{own_server.port}") as client:
         net = TwoLayerNet(6, 4, 3, dtype="float64", seed=0, client=client)
         trainer = net.trainer("momentum")
-        assert sessions.holds == 1
+        assert sessions.count == 1
         del trainer
         gc.collect()
-        wait_for(lambda: sessions.holds == 0, "the server to free a dropped trainer's stream")
+        wait_for(lambda: sessions.count == 0, "the server to free a dropped trainer's stream")
 
 
 @pytest.mark.parametrize("case,says", [("stray chunk", "a chunk that no message announced"),

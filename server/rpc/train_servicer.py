@@ -22,7 +22,8 @@ from gradserve.proto.tensors import TensorError, from_tensor_map
 from gradserve.server.engine.errors import EngineError
 from gradserve.server.rpc import status
 from gradserve.server.service.operations import Service
-from gradserve.server.service.training import GOING_AWAY, GoingAwayError, TrainingRun
+from gradserve.server.service.stream_sessions import ShuttingDownError
+from gradserve.server.service.training import GOING_AWAY, TrainingRun
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -92,8 +93,8 @@ class TrainStream:
 
     def _handle(self, kind: str | None, message: pb.TrainRequest, tensors: dict):
         """(the response, its tensor maps) for one message."""
-        if kind in ("open", "batch") and self.service.stopping.is_set():
-            raise GoingAwayError(GOING_AWAY)
+        if kind in ("open", "batch") and self.service.streams.going_away.is_set():
+            raise ShuttingDownError(GOING_AWAY)
         if kind == "open":
             return self._open(message.open, tensors)
         if kind is None:

@@ -1,4 +1,8 @@
-"""Forward passes kept for a later Backward, under a TTL, a count limit and a total-bytes cap."""
+"""Forward passes kept for a later Backward, under a TTL, a count limit and a total-bytes cap.
+
+A Session stream's session is held here too (``hold``): it counts against max-sessions and its pass's bytes
+against max-session-bytes, but it lives as long as its stream, so the TTL and the eviction pass it by.
+"""
 
 from __future__ import annotations
 
@@ -16,29 +20,13 @@ _TOMBSTONES = 10_000  # how many dropped ids we remember, to tell "expired" from
 
 @dataclass
 class _Entry:
-    state: Pass
+    state: Pass | None
     nbytes: int
     last_used: float
 
 
-class Hold:
-    """State kept outside the store (a Train stream's parameters and optimizer state), counted against its
-    limits as one session of ``nbytes``, never evicted or expired; ``release()`` gives the room back."""
-
-    def __init__(self, store: "SessionStore", nbytes: int):
-        self.store = store
-        self.nbytes = nbytes
-        self.released = False
-
-    def release(self) -> None:
-        self.store._unhold(self)
-
-
 class SessionStore:
-    """Thread-safe store of live Forward passes; least recently used goes first under the bytes cap.
-
-    Holds (``hold``) count against the same limits but are never evicted: the state they stand for is in use.
-    """
+    """Thread-safe store of live Forward passes; least recently used goes first under the bytes cap."""
 
     def __init__(self, ttl: float = 300.0, max_sessions: int = 10_000, max_bytes: int = 1 << 30, clock=time.monotonic):
         self.ttl = ttl
@@ -48,50 +36,16 @@ class SessionStore:
         self._lock = threading.Lock()
         self._live: OrderedDict[str, _Entry] = OrderedDict()
         self._dropped: OrderedDict[str, str] = OrderedDict()
+        self._held: dict[str, _Entry] = {}  # Session streams' sessions: no TTL, never evicted
         self._bytes = 0
-        self._holds: set[Hold] = set()
-        self._held_bytes = 0
 
     @property
     def count(self) -> int:
-        """Live sessions: Forward passes and holds."""
-        return len(self._live) + len(self._holds)
+        return len(self._live) + len(self._held)
 
     @property
     def nbytes(self) -> int:
-        return self._bytes + self._held_bytes
-
-    @property
-    def holds(self) -> int:
-        return len(self._holds)
-
-    def hold(self, nbytes: int, what: str) -> Hold:
-        """Count ``nbytes`` of ``what`` as one session, evicting least recently used Forward passes for room;
-        LimitError, naming the limit, when it cannot fit."""
-        with self._lock:
-            self._expire(self._clock())
-            if self.count >= self.max_sessions:
-                raise LimitError(f"{self.count} live sessions reached the max-sessions limit of {self.max_sessions}"
-                                 f"; {what} counts as one: close other streams or release sessions")
-            if self._held_bytes + nbytes > self.max_bytes:
-                raise LimitError(f"{what} needs {nbytes} bytes; with the {self._held_bytes} bytes other streams "
-                                 f"hold that is over the max-session-bytes limit of {self.max_bytes}")
-            self._make_room(nbytes)
-            hold = Hold(self, nbytes)
-            self._holds.add(hold)
-            self._held_bytes += nbytes
-        return hold
-
-    def _unhold(self, hold: Hold) -> None:
-        with self._lock:
-            if hold in self._holds:
-                self._holds.discard(hold)
-                self._held_bytes -= hold.nbytes
-                hold.released = True
-
-    def _make_room(self, nbytes: int) -> None:
-        while self._bytes + self._held_bytes + nbytes > self.max_bytes and self._live:
-            self._drop(next(iter(self._live)), f"evicted to stay under the max-session-bytes limit of {self.max_bytes}")
+        return self._bytes
 
     def put(self, state: Pass) -> str:
         nbytes = state.nbytes()
@@ -102,16 +56,55 @@ class SessionStore:
         with self._lock:
             now = self._clock()
             self._expire(now)
-            if self.count >= self.max_sessions:
-                raise LimitError(f"{self.count} live sessions reached the max-sessions limit of "
-                                 f"{self.max_sessions}; release sessions (ReleaseSession) or use Run")
-            if self._held_bytes + nbytes > self.max_bytes:
-                raise LimitError(f"this forward pass keeps {nbytes} bytes; with the {self._held_bytes} bytes that "
-                                 f"Train streams hold that is over the max-session-bytes limit of {self.max_bytes}")
+            self._check_count()
             self._make_room(nbytes)
             self._live[session_id] = _Entry(state, nbytes, now)
             self._bytes += nbytes
         return session_id
+
+    def hold(self) -> str:
+        """A session for a Session stream, holding no pass yet; raise LimitError at max-sessions."""
+        session_id = secrets.token_hex(16)
+        with self._lock:
+            self._expire(self._clock())
+            self._check_count()
+            self._held[session_id] = _Entry(None, 0, self._clock())
+        return session_id
+
+    def keep(self, session_id: str, nbytes: int) -> None:
+        """Count ``nbytes`` as what held session ``session_id`` keeps now, within max-session-bytes.
+
+        Unary sessions are evicted for it, least recently used first; when the held ones alone leave no
+        room, raise LimitError (the held session then counts what it kept before).
+        """
+        with self._lock:
+            entry = self._held[session_id]
+            if nbytes > self.max_bytes:
+                raise LimitError(f"this session stream would keep {nbytes} bytes, over the max-session-bytes "
+                                 f"limit of {self.max_bytes}; release passes, send smaller batches or use run steps")
+            self._bytes -= entry.nbytes
+            try:
+                self._make_room(nbytes)
+            except LimitError:
+                self._bytes += entry.nbytes
+                raise
+            entry.nbytes, entry.last_used = nbytes, self._clock()
+            self._bytes += nbytes
+
+    def _check_count(self) -> None:
+        count = len(self._live) + len(self._held)
+        if count >= self.max_sessions:
+            raise LimitError(f"{count} live sessions reached the max-sessions limit of {self.max_sessions} "
+                             f"({len(self._held)} of them Session streams); release sessions or use Run")
+
+    def _make_room(self, nbytes: int) -> None:
+        """Evict unary sessions, least recently used first, until ``nbytes`` more fit under max-session-bytes."""
+        while self._bytes + nbytes > self.max_bytes and self._live:
+            self._drop(next(iter(self._live)),
+                       f"evicted to stay under the max-session-bytes limit of {self.max_bytes}")
+        if self._bytes + nbytes > self.max_bytes:
+            raise LimitError(f"Session streams keep {self._bytes} bytes; {nbytes} more would pass the "
+                             f"max-session-bytes limit of {self.max_bytes}; release passes or close streams")
 
     def get(self, session_id: str) -> Pass:
         with self._lock:
@@ -131,6 +124,10 @@ class SessionStore:
 
     def release(self, session_id: str) -> bool:
         with self._lock:
+            held = self._held.pop(session_id, None)
+            if held is not None:
+                self._bytes -= held.nbytes
+                return True
             if session_id in self._live:
                 self._drop(session_id, "released")
                 return True

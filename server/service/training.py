@@ -15,11 +15,11 @@ import numpy as np
 
 from gradserve.plugins import SchemaError
 from gradserve.server.engine import execute as engine
-from gradserve.server.engine.errors import EngineError, FeedError
+from gradserve.server.engine.errors import EngineError, FeedError, LimitError
 from gradserve.server.engine.plan import Plan
 from gradserve.server.service.limits import Limits
 from gradserve.server.service.registry import Registry
-from gradserve.server.service.sessions import Hold, SessionStore
+from gradserve.server.service.sessions import SessionStore
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -31,11 +31,8 @@ class TrainingError(EngineError):
     """A Train stream's open or batch does not fit its graph, its parameters or its optimizer."""
 
 
-class GoingAwayError(EngineError):
-    """The server is shutting down: it takes no more batches, but hands the parameters back until it stops."""
-
-
-GOING_AWAY = ("the server is shutting down (going away): it takes no more batches; get the parameters now "
+#: What a batch is answered with once the server is going away (SIGTERM); the client raises ServerShuttingDown.
+GOING_AWAY = ("the server is shutting down (SIGTERM, going away): it takes no more batches; get the parameters now "
               "(params() or close() still answer until the shutdown grace ends) and go on on another server")
 
 
@@ -43,8 +40,8 @@ class TrainingRun:
     """The parameters and optimizer state of one Train stream; ``step`` trains on a batch, ``close`` frees."""
 
     def __init__(self, plan: Plan, params: dict[str, np.ndarray], loss: str, feeds: tuple[str, ...],
-                 optimizer, outputs: tuple[str, ...], training: bool, seed: int | None, hold: Hold,
-                 observe: engine.Observer | None = None):
+                 optimizer, outputs: tuple[str, ...], training: bool, seed: int | None, sessions: SessionStore,
+                 session_id: str, nbytes: int, observe: engine.Observer | None = None):
         self.plan = plan
         self._params = params
         self.loss = loss
@@ -54,16 +51,14 @@ class TrainingRun:
         self.training = training
         self.seed = seed
         self.steps = 0
-        self._hold = hold
+        self._sessions = sessions
+        self.session_id = session_id  # held in the session store: one session of ``nbytes``, never evicted
+        self.nbytes = nbytes
         self._observe = observe
         self._state = {name: optimizer.new_state(array) for name, array in params.items()}
         self._wrt = list(params)
         # the engine casts the seed to the loss's dtype
         self._seed_grads = {loss: np.ones((), next(iter(params.values())).dtype)}
-
-    @property
-    def nbytes(self) -> int:
-        return self._hold.nbytes
 
     def step(self, batch: Mapping[str, np.ndarray], outputs: Iterable[str] = (),
              should_stop: Callable[..., None] | None = None) -> tuple[float, dict[str, np.ndarray]]:
@@ -92,8 +87,8 @@ class TrainingRun:
         return {name: array.copy() for name, array in self._params.items()}
 
     def close(self) -> None:
-        """Give the room back to the session limits; the arrays go when the last reference does."""
-        self._hold.release()
+        """Give the room back to the session limits (idempotent); the arrays go when the last reference does."""
+        self._sessions.release(self.session_id)
 
     def _check_batch(self, batch: Mapping[str, np.ndarray]) -> None:
         if batch.keys() == set(self.feeds):
@@ -151,9 +146,18 @@ def open_run(plan: Plan, registry: Registry, sessions: SessionStore, limits: Lim
     # Our own writable copies: what arrived is a read-only view of the message, and the update works in place.
     owned = {name: np.array(array, copy=True, order="C") for name, array in params.items()}
     nbytes = sum(array.nbytes for array in owned.values()) * (1 + len(instance.state))
-    hold = sessions.hold(nbytes, f"this Train stream's parameters and {instance.name} state")
+    what = f"this Train stream's parameters and {instance.name} state"
+    if nbytes > sessions.max_bytes:
+        raise LimitError(f"{what} need {nbytes} bytes, over the max-session-bytes limit of {sessions.max_bytes}")
+    session_id = sessions.hold()  # LimitError at max-sessions
+    try:
+        sessions.keep(session_id, nbytes)
+    except LimitError as exc:
+        sessions.release(session_id)
+        raise LimitError(f"{what} need {nbytes} bytes: {exc}") from None
     _LOGGER.debug("train stream opened: graph %s, %s, %d bytes", plan.graph_id, instance, nbytes)
-    return TrainingRun(plan, owned, loss, feeds, instance, tuple(outputs), training, seed, hold, observe)
+    return TrainingRun(plan, owned, loss, feeds, instance, tuple(outputs), training, seed, sessions, session_id,
+                       nbytes, observe)
 
 
 def make_optimizer(registry: Registry, name: str, settings: Mapping[str, float]):
