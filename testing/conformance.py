@@ -505,8 +505,9 @@ def _optimizer_steps(optimizer_cls, settings, start: np.ndarray, grads: list[np.
             fail("state shape", f"the state's names changed from {names} to {sorted(state)}", context)
         for key, array in state.items():
             if not isinstance(array, np.ndarray) or array.shape != start.shape or array.dtype != start.dtype:
-                fail("state shape", f"state {key!r} is {_describe(array)}; it must stay {start.dtype}"
-                                    f"{list(start.shape)}", context)
+                got = f"{array.dtype}{list(array.shape)}" if isinstance(array, np.ndarray) else type(array).__name__
+                fail("state shape", f"state {key!r} is {got}; it must stay {start.dtype}{list(start.shape)}",
+                     context)
         if not np.all(np.isfinite(param)) or not all(np.all(np.isfinite(a)) for a in state.values()):
             fail("finite", f"step {step} left non-finite numbers in the parameter or the state", context)
         after.append(param.copy())

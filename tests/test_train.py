@@ -10,6 +10,7 @@ import pytest
 
 import gradserve.client as gs
 from gradserve.client import optimizers as client_optimizers
+from gradserve.client.errors import ServerShuttingDown
 from gradserve.client.network import TwoLayerNet
 from gradserve.client.trainer import load
 from gradserve.proto import gradserve_pb2 as pb
@@ -282,8 +283,8 @@ def test_fit_trains_on_the_server_and_leaves_the_trained_parameters_in_the_net(c
 
 
 def test_sigterm_refuses_batches_as_going_away_and_still_hands_the_parameters_back():
-    """After SIGTERM a `gradserve serve` answers a batch UNAVAILABLE saying it is going away (gs.Unavailable);
-    within --grace the same stream still gives the parameters back (params, close), then the server exits 0."""
+    """After SIGTERM a `gradserve serve` answers a batch UNAVAILABLE saying it is going away (ServerShuttingDown,
+    a gs.Unavailable); within --grace the same stream still gives the parameters back, then the server exits 0."""
     import signal
 
     from serve_process import ServeProcess
@@ -300,6 +301,7 @@ def test_sigterm_refuses_batches_as_going_away_and_still_hands_the_parameters_ba
                 while time.monotonic() < give_up:  # steps succeed until the server has handled the signal
                     trainer.step(feeds)
                     time.sleep(0.01)
+            assert isinstance(refused.value, ServerShuttingDown)  # a gs.Unavailable, as for a Session stream
             assert "going away" in refused.value.message and "close()" in refused.value.message
             now = trainer.params()
             final = trainer.close()

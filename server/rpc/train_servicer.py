@@ -135,12 +135,12 @@ class TrainStream:
         return self.run
 
 
-def _status_message(exc: Exception) -> pb.Status:
-    """The google.rpc.Status of ``exc`` in TrainResponse.status (the same bytes; logged when INTERNAL)."""
+def _status_message(exc: Exception):
+    """The google.rpc.Status of ``exc`` for TrainResponse.status (logged when INTERNAL)."""
     rpc = status.status_for(exc)
     if rpc.code == grpc.StatusCode.INTERNAL.value[0]:
         _LOGGER.error("internal error in a Train stream message", exc_info=exc)
-    return pb.Status.FromString(rpc.SerializeToString())
+    return rpc
 
 
 def serve_train(servicer, requests, context: grpc.ServicerContext, replica: str) -> Iterator[wire.Encoded]:
