@@ -246,7 +246,7 @@ def test_a_vanished_client_frees_its_parameters_and_state(own_server):
 def test_session_limits_count_train_streams_and_refuse_by_name(registry):
     """A Train stream counts as a session of its parameter and state bytes: max-session-bytes refuses a run
     too large for it, max-sessions refuses a Forward while the stream lives; closing it makes room."""
-    net = TwoLayerNet(6, 4, 3, dtype="float64", seed=0)
+    net = TwoLayerNet(60, 40, 3, dtype="float64", seed=0)  # parameters larger than a pass of 2 rows
     param_bytes = sum(a.nbytes for a in net.params.values())
     running = limited_server(registry, max_session_bytes=3 * param_bytes - 8, max_sessions=1)
     try:
@@ -257,10 +257,10 @@ def test_session_limits_count_train_streams_and_refuse_by_name(registry):
             assert "Adam state" in refused.value.message
             with net.trainer("momentum"):  # parameters + v: fits
                 with pytest.raises(gs.ResourceExhausted, match="max-sessions limit of 1"):
-                    client.forward(net.graph, net.feeds(np.ones((2, 6)), [0, 1]))
+                    client.forward(net.graph, net.feeds(np.ones((2, 60)), [0, 1]))
                 with pytest.raises(gs.ResourceExhausted, match="max-sessions limit of 1"):
                     net.trainer("sgd")
-            client.forward(net.graph, net.feeds(np.ones((2, 6)), [0, 1])).release()
+            client.forward(net.graph, net.feeds(np.ones((2, 60)), [0, 1])).release()
             assert running.service.sessions.count == 0
     finally:
         running.stop(None)
