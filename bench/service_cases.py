@@ -9,6 +9,7 @@ from gradserve.proto.tensors import to_tensor_map
 from gradserve.server.engine import execute as engine
 
 from bench import book, timing, workloads
+from bench.train_stream import train_stream
 from bench.report import Row
 from bench.servers import Echo, ServerProcess, gradserve_client
 from bench.sizes import Sizes
@@ -108,7 +109,7 @@ def memory(sizes: Sizes) -> list[Row]:
 
 def all_cases(sizes: Sizes, only) -> list[Row]:
     rows: list[Row] = []
-    wanted = [name for name in ("tiny", "train", "large", "throughput") if only is None or name in only]
+    wanted = [name for name in CASES if only is None or name in only]
     if wanted:
         with ServerProcess("gradserve") as gs_server, ServerProcess("echo") as echo_server:
             client, echo = gradserve_client(gs_server.target), Echo(echo_server.target)
@@ -126,5 +127,5 @@ def all_cases(sizes: Sizes, only) -> list[Row]:
     return rows
 
 
-CASES = {"tiny": tiny, "train": train_step, "large": large, "throughput": throughput}
+CASES = {"tiny": tiny, "train": train_step, "large": large, "throughput": throughput, "train_stream": train_stream}
 NAMES = tuple(CASES) + ("embedded", "memory")

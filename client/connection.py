@@ -329,6 +329,11 @@ class Client:
 
     def _track_stream(self, stream) -> None:
         self._session_streams.add(stream)
+    def trainer(self, graph: Graph | str, params, optimizer: str = "sgd", **kwargs):
+        """A Train stream: parameters and optimizer state on the server (see gradserve.client.trainer.Trainer)."""
+        from gradserve.client.trainer import Trainer
+
+        return Trainer(self, graph, params, optimizer, **kwargs)
 
     def check_gradients(self, graph: Graph | str, feeds: Mapping[str, np.ndarray], wrt: Iterable[str] | None = None,
                         seed_grads: Mapping[str, np.ndarray] | None = None, eps: float = 1e-4,

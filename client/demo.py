@@ -142,7 +142,8 @@ def run_demo(options: DemoOptions, console=None, connect_kwargs: dict | None = N
             book.set_client(None)
     console.rule("[bold]Done")
     console.print(f"final test accuracy: [bold]{history.test_acc[-1]:.4f}[/] "
-                  f"({history.epochs} epochs, {history.steps} Runs, {history.seconds:.1f} s of training; "
+                  f"({history.epochs} epochs, {history.steps} steps on one Train stream, "
+                  f"{history.seconds:.1f} s of training; "
                   f"{time.perf_counter() - started:.1f} s in all)")
     console.print(f"pictures written to {out.resolve()}:")
     for path in files:
@@ -252,7 +253,8 @@ def run_gradient_check(client, data: Digits, options: DemoOptions, console) -> b
 
 
 def train(client, data: Digits, options: DemoOptions, console) -> tuple[TwoLayerNet, History]:
-    """Train TwoLayerNet(64, hidden, 10) on the digits with a live progress bar; one Run per batch."""
+    """Train TwoLayerNet(64, hidden, 10) on the digits with a live progress bar, the parameters and the
+    optimizer's state on the server (one Train stream; each step sends a batch)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     console.rule(f"Training TwoLayerNet(64, {options.hidden}, 10) on scikit-learn's digits")
@@ -260,8 +262,8 @@ def train(client, data: Digits, options: DemoOptions, console) -> tuple[TwoLayer
                       client=client)
     optimizer = make_optimizer(options.optimizer, lr=options.lr)
     console.print(f"{len(data.x_train)} training and {len(data.x_test)} held-out images, batches of "
-                  f"{options.batch_size}, {optimizer}; each step sends the batch and the parameters and gets "
-                  "the loss and the gradients back in one Run.")
+                  f"{options.batch_size}, {optimizer}; the parameters and the optimizer's state stay on the server "
+                  "(one Train stream): each step sends the batch and gets its loss back.")
     steps_per_epoch = -(-len(data.x_train) // options.batch_size)
     progress = Progress(
         TextColumn("epoch {task.fields[epoch]:>3}/{task.fields[epochs]}"), BarColumn(), MofNCompleteColumn(),

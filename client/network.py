@@ -124,11 +124,35 @@ class MultiLayerNet:
     def feeds(self, x, t=None) -> dict[str, np.ndarray]:
         """The feeds of a Run: the parameters, x in the network's dtype, and the labels t when given."""
         feeds = dict(self.params)
-        feeds["x"] = np.ascontiguousarray(x, dtype=self.dtype)
+        feeds.update(self.batch_feeds(x, t))
+        return feeds
+
+    def batch_feeds(self, x, t=None) -> dict[str, np.ndarray]:
+        """The feeds of a Train stream's step: x in the network's dtype, and the labels t when given."""
+        feeds = {"x": np.ascontiguousarray(x, dtype=self.dtype)}
         if t is not None:
             t = np.asarray(t)
             feeds["t"] = t if t.dtype.kind in "iu" else np.ascontiguousarray(t, dtype=self.dtype)
         return feeds
+
+    def set_params(self, params) -> None:
+        """Copy ``params`` (by name, e.g. a Trainer's) into this network's arrays, in place."""
+        for name, array in self.params.items():
+            array[...] = params[name]
+
+    # -- training on the server --
+
+    def trainer(self, optimizer: str = "adam", **kwargs):
+        """A Train stream from this network's parameters: ``step(net.batch_feeds(x, t))`` -> loss."""
+        return self._client().trainer(self.graph, self.params, optimizer, loss="loss", feeds=["x", "t"], **kwargs)
+
+    def fit(self, x_train, t_train, *, epochs: int, optimizer="adam", batch_size: int = 100, **kwargs):
+        """Train on the server (gradserve.client.training.fit): a History; ``self.params`` trained after it.
+
+        ``kwargs``: the optimizer's settings (lr, ...) and fit's (x_test, t_test, seed, on_step, on_epoch)."""
+        from gradserve.client.training import fit
+
+        return fit(self, optimizer, x_train, t_train, epochs=epochs, batch_size=batch_size, **kwargs)
 
     @property
     def seed_grads(self) -> dict[str, np.ndarray]:

@@ -1,4 +1,5 @@
-"""The book's optimizers (SGD, Momentum, AdaGrad, Adam): update(params, grads) changes numpy params in place."""
+"""The book's optimizers (SGD, Momentum, Nesterov, AdaGrad, RMSprop, Adam): update(params, grads) changes numpy
+params in place, in the client (a Train stream runs the same rules on the server)."""
 
 from __future__ import annotations
 
@@ -53,6 +54,23 @@ class Momentum(Optimizer):
             params[key] += self.v[key]
 
 
+class Nesterov(Optimizer):
+    """The book's Nesterov momentum: v <- momentum * v - lr * dW, then W moves by momentum^2 * v less
+    (1 + momentum) * lr * dW (the velocity's look-ahead, written in terms of the new velocity)."""
+
+    def __init__(self, lr: float = 0.01, momentum: float = 0.9):
+        self.lr = lr
+        self.momentum = momentum
+        self.v: dict[str, np.ndarray] | None = None
+
+    def update(self, params, grads):
+        if self.v is None:
+            self.v = self._zeros(params)
+        for key in params:
+            self.v[key] = self.momentum * self.v[key] - self.lr * grads[key]
+            params[key] += self.momentum ** 2 * self.v[key] - (1 + self.momentum) * self.lr * grads[key]
+
+
 class AdaGrad(Optimizer):
     """h <- h + dW * dW; W <- W - lr * dW / (sqrt(h) + 1e-7)."""
 
@@ -65,6 +83,22 @@ class AdaGrad(Optimizer):
             self.h = self._zeros(params)
         for key in params:
             self.h[key] += grads[key] * grads[key]
+            params[key] -= self.lr * grads[key] / (np.sqrt(self.h[key]) + EPS)
+
+
+class RMSprop(Optimizer):
+    """h decays: h <- decay_rate * h + (1 - decay_rate) * dW * dW; W <- W - lr * dW / (sqrt(h) + 1e-7)."""
+
+    def __init__(self, lr: float = 0.01, decay_rate: float = 0.99):
+        self.lr = lr
+        self.decay_rate = decay_rate
+        self.h: dict[str, np.ndarray] | None = None
+
+    def update(self, params, grads):
+        if self.h is None:
+            self.h = self._zeros(params)
+        for key in params:
+            self.h[key] = self.decay_rate * self.h[key] + (1 - self.decay_rate) * grads[key] ** 2
             params[key] -= self.lr * grads[key] / (np.sqrt(self.h[key]) + EPS)
 
 
@@ -91,11 +125,11 @@ class Adam(Optimizer):
             params[key] -= lr_t * self.m[key] / (np.sqrt(self.v[key]) + EPS)
 
 
-OPTIMIZERS = {cls.__name__.lower(): cls for cls in (SGD, Momentum, AdaGrad, Adam)}
+OPTIMIZERS = {cls.__name__.lower(): cls for cls in (SGD, Momentum, Nesterov, AdaGrad, RMSprop, Adam)}
 
 
 def make_optimizer(name: str, **settings) -> Optimizer:
-    """An optimizer by (case-insensitive) name: sgd, momentum, adagrad, adam."""
+    """An optimizer by (case-insensitive) name: sgd, momentum, nesterov, adagrad, rmsprop, adam."""
     try:
         cls = OPTIMIZERS[name.lower()]
     except KeyError:

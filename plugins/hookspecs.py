@@ -1,4 +1,4 @@
-"""The hook a layer plugin implements: the whole contract between gradserve and a plugin."""
+"""The hooks a plugin implements (layers, optimizers): the whole contract between gradserve and a plugin."""
 
 import pluggy
 
@@ -24,4 +24,26 @@ def register_layers(register):
         def register_layers(register):
             register(Mul)
             register(Add)
+    """
+
+
+@hookspec
+def register_optimizers(register):
+    """Register the optimizer classes this plugin provides (for Train streams).
+
+    Called once when the server builds its registry, right after
+    ``register_layers``, with keyword arguments only.
+
+    :param register: a callable taking one :class:`gradserve.plugins.Optimizer`
+        subclass. It validates the class (name, settings, state, update) and
+        records which plugin and distribution version provided it. Names are
+        matched without regard to case; one registered by two plugins is a
+        start-up error naming both.
+
+    Example::
+
+        @hookimpl
+        def register_optimizers(register):
+            register(SGD)
+            register(Adam)
     """

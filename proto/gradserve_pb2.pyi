@@ -190,28 +190,32 @@ class LayerSchema(_message.Message):
     def __init__(self, name: _Optional[str] = ..., doc: _Optional[str] = ..., inputs: _Optional[_Iterable[str]] = ..., outputs: _Optional[_Iterable[str]] = ..., differentiable: _Optional[_Iterable[str]] = ..., attributes: _Optional[_Iterable[_Union[AttrSchema, _Mapping]]] = ..., plugin: _Optional[str] = ..., distribution: _Optional[str] = ..., version: _Optional[str] = ...) -> None: ...
 
 class PluginInfo(_message.Message):
-    __slots__ = ("name", "distribution", "version", "status", "reason", "layers")
+    __slots__ = ("name", "distribution", "version", "status", "reason", "layers", "optimizers")
     NAME_FIELD_NUMBER: _ClassVar[int]
     DISTRIBUTION_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
     LAYERS_FIELD_NUMBER: _ClassVar[int]
+    OPTIMIZERS_FIELD_NUMBER: _ClassVar[int]
     name: str
     distribution: str
     version: str
     status: str
     reason: str
     layers: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, name: _Optional[str] = ..., distribution: _Optional[str] = ..., version: _Optional[str] = ..., status: _Optional[str] = ..., reason: _Optional[str] = ..., layers: _Optional[_Iterable[str]] = ...) -> None: ...
+    optimizers: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, name: _Optional[str] = ..., distribution: _Optional[str] = ..., version: _Optional[str] = ..., status: _Optional[str] = ..., reason: _Optional[str] = ..., layers: _Optional[_Iterable[str]] = ..., optimizers: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ListLayersResponse(_message.Message):
-    __slots__ = ("layers", "plugins")
+    __slots__ = ("layers", "plugins", "optimizers")
     LAYERS_FIELD_NUMBER: _ClassVar[int]
     PLUGINS_FIELD_NUMBER: _ClassVar[int]
+    OPTIMIZERS_FIELD_NUMBER: _ClassVar[int]
     layers: _containers.RepeatedCompositeFieldContainer[LayerSchema]
     plugins: _containers.RepeatedCompositeFieldContainer[PluginInfo]
-    def __init__(self, layers: _Optional[_Iterable[_Union[LayerSchema, _Mapping]]] = ..., plugins: _Optional[_Iterable[_Union[PluginInfo, _Mapping]]] = ...) -> None: ...
+    optimizers: _containers.RepeatedCompositeFieldContainer[OptimizerSchema]
+    def __init__(self, layers: _Optional[_Iterable[_Union[LayerSchema, _Mapping]]] = ..., plugins: _Optional[_Iterable[_Union[PluginInfo, _Mapping]]] = ..., optimizers: _Optional[_Iterable[_Union[OptimizerSchema, _Mapping]]] = ...) -> None: ...
 
 class RegisterGraphRequest(_message.Message):
     __slots__ = ("graph", "name", "version")
@@ -546,3 +550,139 @@ class SessionResponse(_message.Message):
     released: bool
     replica: str
     def __init__(self, status: _Optional[_Union[_status_pb2.Status, _Mapping]] = ..., graph_id: _Optional[str] = ..., chunk: _Optional[_Union[TensorChunk, _Mapping]] = ..., outputs: _Optional[_Mapping[str, Tensor]] = ..., grads: _Optional[_Mapping[str, Tensor]] = ..., released: bool = ..., replica: _Optional[str] = ...) -> None: ...
+
+class OptimizerSchema(_message.Message):
+    __slots__ = ("name", "doc", "settings", "state", "plugin", "distribution", "version")
+    class SettingsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    DOC_FIELD_NUMBER: _ClassVar[int]
+    SETTINGS_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    PLUGIN_FIELD_NUMBER: _ClassVar[int]
+    DISTRIBUTION_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    doc: str
+    settings: _containers.ScalarMap[str, float]
+    state: _containers.RepeatedScalarFieldContainer[str]
+    plugin: str
+    distribution: str
+    version: str
+    def __init__(self, name: _Optional[str] = ..., doc: _Optional[str] = ..., settings: _Optional[_Mapping[str, float]] = ..., state: _Optional[_Iterable[str]] = ..., plugin: _Optional[str] = ..., distribution: _Optional[str] = ..., version: _Optional[str] = ...) -> None: ...
+
+class OptimizerSpec(_message.Message):
+    __slots__ = ("name", "settings")
+    class SettingsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    SETTINGS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    settings: _containers.ScalarMap[str, float]
+    def __init__(self, name: _Optional[str] = ..., settings: _Optional[_Mapping[str, float]] = ...) -> None: ...
+
+class TrainOpen(_message.Message):
+    __slots__ = ("graph", "loss", "feeds", "optimizer", "outputs", "inference", "seed")
+    GRAPH_FIELD_NUMBER: _ClassVar[int]
+    LOSS_FIELD_NUMBER: _ClassVar[int]
+    FEEDS_FIELD_NUMBER: _ClassVar[int]
+    OPTIMIZER_FIELD_NUMBER: _ClassVar[int]
+    OUTPUTS_FIELD_NUMBER: _ClassVar[int]
+    INFERENCE_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    graph: GraphRef
+    loss: str
+    feeds: _containers.RepeatedScalarFieldContainer[str]
+    optimizer: OptimizerSpec
+    outputs: _containers.RepeatedScalarFieldContainer[str]
+    inference: bool
+    seed: int
+    def __init__(self, graph: _Optional[_Union[GraphRef, _Mapping]] = ..., loss: _Optional[str] = ..., feeds: _Optional[_Iterable[str]] = ..., optimizer: _Optional[_Union[OptimizerSpec, _Mapping]] = ..., outputs: _Optional[_Iterable[str]] = ..., inference: bool = ..., seed: _Optional[int] = ...) -> None: ...
+
+class TrainBatch(_message.Message):
+    __slots__ = ("outputs",)
+    OUTPUTS_FIELD_NUMBER: _ClassVar[int]
+    outputs: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, outputs: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class TrainGetParams(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class TrainClose(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class TrainRequest(_message.Message):
+    __slots__ = ("open", "batch", "get_params", "close", "chunk", "params", "feeds")
+    class ParamsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: Tensor
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[Tensor, _Mapping]] = ...) -> None: ...
+    class FeedsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: Tensor
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[Tensor, _Mapping]] = ...) -> None: ...
+    OPEN_FIELD_NUMBER: _ClassVar[int]
+    BATCH_FIELD_NUMBER: _ClassVar[int]
+    GET_PARAMS_FIELD_NUMBER: _ClassVar[int]
+    CLOSE_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_FIELD_NUMBER: _ClassVar[int]
+    PARAMS_FIELD_NUMBER: _ClassVar[int]
+    FEEDS_FIELD_NUMBER: _ClassVar[int]
+    open: TrainOpen
+    batch: TrainBatch
+    get_params: TrainGetParams
+    close: TrainClose
+    chunk: TensorChunk
+    params: _containers.MessageMap[str, Tensor]
+    feeds: _containers.MessageMap[str, Tensor]
+    def __init__(self, open: _Optional[_Union[TrainOpen, _Mapping]] = ..., batch: _Optional[_Union[TrainBatch, _Mapping]] = ..., get_params: _Optional[_Union[TrainGetParams, _Mapping]] = ..., close: _Optional[_Union[TrainClose, _Mapping]] = ..., chunk: _Optional[_Union[TensorChunk, _Mapping]] = ..., params: _Optional[_Mapping[str, Tensor]] = ..., feeds: _Optional[_Mapping[str, Tensor]] = ...) -> None: ...
+
+class TrainResponse(_message.Message):
+    __slots__ = ("status", "loss", "step", "graph_id", "outputs", "params", "chunk")
+    class OutputsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: Tensor
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[Tensor, _Mapping]] = ...) -> None: ...
+    class ParamsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: Tensor
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[Tensor, _Mapping]] = ...) -> None: ...
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    LOSS_FIELD_NUMBER: _ClassVar[int]
+    STEP_FIELD_NUMBER: _ClassVar[int]
+    GRAPH_ID_FIELD_NUMBER: _ClassVar[int]
+    OUTPUTS_FIELD_NUMBER: _ClassVar[int]
+    PARAMS_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_FIELD_NUMBER: _ClassVar[int]
+    status: _status_pb2.Status
+    loss: float
+    step: int
+    graph_id: str
+    outputs: _containers.MessageMap[str, Tensor]
+    params: _containers.MessageMap[str, Tensor]
+    chunk: TensorChunk
+    def __init__(self, status: _Optional[_Union[_status_pb2.Status, _Mapping]] = ..., loss: _Optional[float] = ..., step: _Optional[int] = ..., graph_id: _Optional[str] = ..., outputs: _Optional[_Mapping[str, Tensor]] = ..., params: _Optional[_Mapping[str, Tensor]] = ..., chunk: _Optional[_Union[TensorChunk, _Mapping]] = ...) -> None: ...

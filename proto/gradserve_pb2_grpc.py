@@ -26,9 +26,7 @@ if _version_not_supported:
 
 
 class GradServeStub(object):
-    """---- end of the Session stream's messages ----
-
-    Runs backpropagation over computational graphs of plugin layers.
+    """Runs backpropagation over computational graphs of plugin layers.
     """
 
     def __init__(self, channel):
@@ -82,12 +80,15 @@ class GradServeStub(object):
                 request_serializer=gradserve_dot_proto_dot_gradserve__pb2.SessionRequest.SerializeToString,
                 response_deserializer=gradserve_dot_proto_dot_gradserve__pb2.SessionResponse.FromString,
                 _registered_method=True)
+        self.Train = channel.stream_stream(
+                '/gradserve.v1.GradServe/Train',
+                request_serializer=gradserve_dot_proto_dot_gradserve__pb2.TrainRequest.SerializeToString,
+                response_deserializer=gradserve_dot_proto_dot_gradserve__pb2.TrainResponse.FromString,
+                _registered_method=True)
 
 
 class GradServeServicer(object):
-    """---- end of the Session stream's messages ----
-
-    Runs backpropagation over computational graphs of plugin layers.
+    """Runs backpropagation over computational graphs of plugin layers.
     """
 
     def ListLayers(self, request, context):
@@ -153,6 +154,14 @@ class GradServeServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Train(self, request_iterator, context):
+        """Training with the parameters and the optimizer's state on the server (see TrainRequest); the stream stays
+        on one replica behind any balancer.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_GradServeServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -201,6 +210,11 @@ def add_GradServeServicer_to_server(servicer, server):
                     request_deserializer=gradserve_dot_proto_dot_gradserve__pb2.SessionRequest.FromString,
                     response_serializer=gradserve_dot_proto_dot_gradserve__pb2.SessionResponse.SerializeToString,
             ),
+            'Train': grpc.stream_stream_rpc_method_handler(
+                    servicer.Train,
+                    request_deserializer=gradserve_dot_proto_dot_gradserve__pb2.TrainRequest.FromString,
+                    response_serializer=gradserve_dot_proto_dot_gradserve__pb2.TrainResponse.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'gradserve.v1.GradServe', rpc_method_handlers)
@@ -210,9 +224,7 @@ def add_GradServeServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class GradServe(object):
-    """---- end of the Session stream's messages ----
-
-    Runs backpropagation over computational graphs of plugin layers.
+    """Runs backpropagation over computational graphs of plugin layers.
     """
 
     @staticmethod
@@ -448,6 +460,33 @@ class GradServe(object):
             '/gradserve.v1.GradServe/Session',
             gradserve_dot_proto_dot_gradserve__pb2.SessionRequest.SerializeToString,
             gradserve_dot_proto_dot_gradserve__pb2.SessionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Train(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/gradserve.v1.GradServe/Train',
+            gradserve_dot_proto_dot_gradserve__pb2.TrainRequest.SerializeToString,
+            gradserve_dot_proto_dot_gradserve__pb2.TrainResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,9 +1,10 @@
-"""The conformance kit for layer plugins: check_layer, check_plugin, plugin_cases (no server, no gRPC)."""
+"""The conformance kit for plugins: check_layer, check_plugin, plugin_cases, check_optimizer (no server, no gRPC)."""
 
 from gradserve.testing.cases import Case, LayerCase, check_plugin, plugin_cases, plugin_layers
-from gradserve.testing.conformance import CHECKS, ConformanceError, LayerReport, check_layer
+from gradserve.testing.conformance import (CHECKS, OPTIMIZER_CHECKS, ConformanceError, LayerReport, OptimizerReport,
+                                           check_layer, check_optimizer)
 
 __all__ = [
-    "CHECKS", "Case", "ConformanceError", "LayerCase", "LayerReport", "check_layer", "check_plugin", "plugin_cases",
-    "plugin_layers",
+    "CHECKS", "OPTIMIZER_CHECKS", "Case", "ConformanceError", "LayerCase", "LayerReport", "OptimizerReport",
+    "check_layer", "check_optimizer", "check_plugin", "plugin_cases", "plugin_layers",
 ]

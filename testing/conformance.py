@@ -425,3 +425,110 @@ def _describe_all(values) -> str:
 
 def _numbers(array: np.ndarray) -> str:
     return np.array2string(np.asarray(array), precision=6, threshold=24, separator=", ").replace("\n", " ")
+
+
+# -- optimizers --
+
+#: Every optimizer check, in the order they run; a ConformanceError names one of them.
+OPTIMIZER_CHECKS = (
+    "optimizer schema",   # the class follows the Optimizer contract and takes its settings
+    "update",             # update runs on float32 and float64 parameters of several shapes
+    "grad mutation",      # update never writes into the gradient
+    "param shape",        # the parameter keeps its shape and dtype (it is updated in place)
+    "state shape",        # the state keeps its names, and each array its parameter's shape and dtype
+    "finite",             # parameters and state stay finite
+    "determinism",        # two instances given the same steps give the same numbers, bit for bit
+    "descent",            # on |w|^2 / 2 a few steps with the default settings bring w closer to 0
+)
+
+
+@dataclass
+class OptimizerReport:
+    """What a passing check_optimizer() saw: the parameter after each step, by dtype."""
+
+    optimizer: str
+    params: dict[str, list[np.ndarray]]
+    checks: list[str] = field(default_factory=list)
+
+
+def check_optimizer(optimizer_cls, settings: Mapping[str, float] | None = None, *, steps: int = 5,
+                    shape: tuple[int, ...] = (3, 4), descends: bool = True) -> OptimizerReport:
+    """Run every optimizer conformance check on ``optimizer_cls``; raise ConformanceError on the first failure.
+
+    ``settings`` override the class's defaults for every check but "descent" (which uses the defaults);
+    ``descends=False`` skips "descent" for an optimizer that is not meant to minimize.
+    """
+    __tracebackhide__ = True
+    from gradserve.plugins import Optimizer
+
+    name = getattr(optimizer_cls, "name", None) or getattr(optimizer_cls, "__name__", repr(optimizer_cls))
+
+    def fail(check: str, message: str, context: str = ""):
+        raise ConformanceError(check, name, message, context=context)
+
+    if not (isinstance(optimizer_cls, type) and issubclass(optimizer_cls, Optimizer)):
+        fail("optimizer schema", f"not an Optimizer subclass: {optimizer_cls!r}")
+    try:
+        optimizer_cls.validate_schema()
+        optimizer_cls(**dict(settings or {}))
+    except SchemaError as exc:
+        fail("optimizer schema", str(exc))
+    rng = np.random.default_rng(_DOUT_SEED)
+    report = OptimizerReport(name, {})
+    for dtype in (np.float32, np.float64):
+        start = rng.standard_normal(shape).astype(dtype)
+        grads = [rng.standard_normal(shape).astype(dtype) for _ in range(steps)]
+        first = _optimizer_steps(optimizer_cls, settings, start, grads, fail, np.dtype(dtype).name)
+        second = _optimizer_steps(optimizer_cls, settings, start, grads, fail, np.dtype(dtype).name)
+        for step, (a, b) in enumerate(zip(first, second), start=1):
+            if not _same(a, b):
+                fail("determinism", f"two instances disagree after step {step}: {_first_difference(a, b)}",
+                     np.dtype(dtype).name)
+        report.params[np.dtype(dtype).name] = first
+    if descends:
+        w = np.linspace(-1.0, 1.0, int(np.prod(shape))).reshape(shape) + 0.5
+        optimizer = optimizer_cls()
+        state = optimizer.new_state(w)
+        before = float(np.sum(w * w))
+        for step in range(1, max(steps, 20) + 1):
+            optimizer.update(w, w.copy(), state, step)
+        if not float(np.sum(w * w)) < before:
+            fail("descent", f"20 steps on |w|^2/2 with the default settings took |w|^2 from {before:.6g} to "
+                            f"{float(np.sum(w * w)):.6g}")
+    report.checks = [check for check in OPTIMIZER_CHECKS if descends or check != "descent"]
+    return report
+
+
+def _optimizer_steps(optimizer_cls, settings, start: np.ndarray, grads: list[np.ndarray], fail,
+                     context: str) -> list[np.ndarray]:
+    """Run the steps on a copy of ``start``, checking every step; the parameter after each."""
+    optimizer = optimizer_cls(**dict(settings or {}))
+    param = start.copy()
+    state = optimizer.new_state(param)
+    names = sorted(state)
+    after = []
+    for step, grad in enumerate(grads, start=1):
+        grad_before = grad.copy()
+        try:
+            optimizer.update(param, grad, state, step)
+        except Exception as exc:  # noqa: BLE001 - a plugin's failure is the finding
+            fail("update", f"update raised {type(exc).__name__}: {exc}", f"{context}, step {step}")
+        if not _same(grad, grad_before):
+            fail("grad mutation", f"update wrote into the gradient: {_first_difference(grad, grad_before)}", context)
+        if param.shape != start.shape or param.dtype != start.dtype:
+            fail("param shape", f"the parameter is now {param.dtype}{list(param.shape)}, it was "
+                                f"{start.dtype}{list(start.shape)}", context)
+        if sorted(state) != names:
+            fail("state shape", f"the state's names changed from {names} to {sorted(state)}", context)
+        for key, array in state.items():
+            if not isinstance(array, np.ndarray) or array.shape != start.shape or array.dtype != start.dtype:
+                got = f"{array.dtype}{list(array.shape)}" if isinstance(array, np.ndarray) else type(array).__name__
+                fail("state shape", f"state {key!r} is {got}; it must stay {start.dtype}{list(start.shape)}",
+                     context)
+        if not np.all(np.isfinite(param)) or not all(np.all(np.isfinite(a)) for a in state.values()):
+            fail("finite", f"step {step} left non-finite numbers in the parameter or the state", context)
+        after.append(param.copy())
+    if _same(after[-1], start):
+        fail("update", "the parameter did not change: update must change it in place (param -= ..., not "
+                       "param = ...)", context)
+    return after

@@ -38,3 +38,11 @@ def check_plugin():
     from gradserve.testing import check_plugin
 
     return check_plugin
+
+
+@pytest.fixture
+def check_optimizer():
+    """gradserve.testing.check_optimizer: ``check_optimizer(MyOptimizer, {"lr": 0.1})`` raises on a broken one."""
+    from gradserve.testing import check_optimizer
+
+    return check_optimizer

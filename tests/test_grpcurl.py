@@ -61,7 +61,7 @@ def test_reflection_lists_our_services(target):
     methods = grpcurl(target, "list", "gradserve.v1.GradServe").split()
     assert sorted(m.rsplit(".", 1)[1] for m in methods) == sorted(
         ["ListLayers", "RegisterGraph", "Forward", "Backward", "ReleaseSession", "Run", "RunStream", "CheckGradients",
-         "Session"])
+         "Session", "Train"])
 
 
 def test_health_check_is_serving(target):

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from gradserve.client.optimizers import SGD, AdaGrad, Adam, Momentum, make_optimizer
+from gradserve.client.optimizers import SGD, AdaGrad, Adam, Momentum, Nesterov, RMSprop, make_optimizer
 
 
 def params_and_grads(dtype="float64"):
@@ -52,6 +52,34 @@ def test_adagrad_divides_by_the_root_of_summed_squares():
     np.testing.assert_allclose(opt.h["b"], [8.0])
 
 
+def test_nesterov_moves_by_the_books_look_ahead():
+    """Nesterov: v <- 0.9 v - lr dW; W <- W + 0.81 v - 1.9 lr dW, over two steps."""
+    params, grads = params_and_grads()
+    opt = Nesterov(lr=0.1, momentum=0.9)
+    opt.update(params, grads)  # v = [-0.05, 0.1]; W += 0.81 v - 0.19 g
+    w1 = np.array([1.0, -2.0]) + 0.81 * np.array([-0.05, 0.1]) - 0.19 * np.array([0.5, -1.0])
+    np.testing.assert_allclose(params["W"], w1)
+    opt.update(params, grads)  # v = 0.9 [-0.05, 0.1] - [0.05, -0.1] = [-0.095, 0.19]
+    np.testing.assert_allclose(params["W"], w1 + 0.81 * np.array([-0.095, 0.19]) - 0.19 * np.array([0.5, -1.0]))
+    assert (Nesterov().lr, Nesterov().momentum) == (0.01, 0.9)
+
+
+def test_rmsprop_forgets_old_squares():
+    """RMSprop: h <- 0.99 h + 0.01 dW^2; W <- W - lr dW / (sqrt(h) + 1e-7), over two steps."""
+    params, grads = params_and_grads()
+    opt = RMSprop(lr=0.01)
+    g = np.array([0.5, -1.0])
+    opt.update(params, grads)
+    h1 = 0.01 * g**2
+    w1 = np.array([1.0, -2.0]) - 0.01 * g / (np.sqrt(h1) + 1e-7)
+    np.testing.assert_allclose(params["W"], w1)
+    opt.update(params, grads)
+    h2 = 0.99 * h1 + 0.01 * g**2
+    np.testing.assert_allclose(params["W"], w1 - 0.01 * g / (np.sqrt(h2) + 1e-7))
+    np.testing.assert_allclose(opt.h["W"], h2)
+    assert (RMSprop().lr, RMSprop().decay_rate) == (0.01, 0.99)
+
+
 def test_adam_first_steps_match_the_books_formula():
     """Adam: m, v moments; lr_t = lr sqrt(1 - beta2^t) / (1 - beta1^t); W <- W - lr_t m / (sqrt(v) + 1e-7)."""
     params, grads = params_and_grads()
@@ -71,7 +99,7 @@ def test_adam_first_steps_match_the_books_formula():
     assert opt.iter == 2
 
 
-@pytest.mark.parametrize("name", ["sgd", "momentum", "adagrad", "adam"])
+@pytest.mark.parametrize("name", ["sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam"])
 def test_updates_are_in_place_and_keep_float32(name):
     """Every optimizer updates the caller's arrays in place and keeps float32 parameters float32."""
     params, grads = params_and_grads("float32")
@@ -84,7 +112,7 @@ def test_updates_are_in_place_and_keep_float32(name):
         assert not np.array_equal(params[key], before[key])
 
 
-@pytest.mark.parametrize("name", ["sgd", "momentum", "adagrad", "adam"])
+@pytest.mark.parametrize("name", ["sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam"])
 def test_each_optimizer_descends_a_quadratic(name):
     """On f(w) = |w|^2 every optimizer brings w towards the minimum at 0."""
     params = {"w": np.array([3.0, -2.0])}
@@ -96,5 +124,5 @@ def test_each_optimizer_descends_a_quadratic(name):
 
 def test_unknown_optimizer_names_the_known_ones():
     """make_optimizer refuses an unknown name and lists the ones it knows."""
-    with pytest.raises(ValueError, match="sgd, momentum, adagrad, adam"):
-        make_optimizer("rmsprop")
+    with pytest.raises(ValueError, match="sgd, momentum, nesterov, adagrad, rmsprop, adam"):
+        make_optimizer("lion")

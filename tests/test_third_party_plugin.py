@@ -106,7 +106,7 @@ def test_plugins_command_reports_the_installed_plugin(plugin_venv):
     """`gradserve plugins` lists the pip-installed plugin with name, distribution, version, layers and status."""
     conv = gradserve_plugins(plugin_venv)["conv"]
     assert conv == {"name": "conv", "distribution": "gradserve-conv", "version": "0.1.0", "status": "loaded",
-                    "reason": "", "layers": CONV_LAYERS}
+                    "reason": "", "layers": CONV_LAYERS, "optimizers": []}
 
 
 @pytest.mark.parametrize("allow, expected", [

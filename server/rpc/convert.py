@@ -45,6 +45,11 @@ def list_layers_response(registry: Registry) -> pb.ListLayersResponse:
     for name in registry.names():
         entry = registry.layers[name]
         response.layers.append(layer_schema(entry.cls, entry.plugin, entry.distribution, entry.version))
+    for key in sorted(registry.optimizers):
+        entry = registry.optimizers[key]
+        response.optimizers.add(name=entry.cls.name, doc=entry.cls.doc(), settings=dict(entry.cls.settings),
+                                state=entry.cls.state, plugin=entry.plugin, distribution=entry.distribution,
+                                version=entry.version)
     for status in registry.plugins:
         response.plugins.add(**status.as_dict())
     return response

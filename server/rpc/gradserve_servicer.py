@@ -18,6 +18,7 @@ from gradserve.proto.tensors import from_tensor_map, to_tensor, to_tensor_map
 from gradserve.server.rpc import convert, session_servicer, status
 from gradserve.server.rpc.interceptors import KINDS
 from gradserve.server.engine import execute as engine
+from gradserve.server.rpc.train_servicer import REQUEST_DECODER as TRAIN_DECODER, serve_train
 from gradserve.server.engine.errors import CancelledError, DeadlineError, EngineError, GraphError, LimitError
 from gradserve.server.engine.execute import ShouldStop
 from gradserve.server.rpc.streams import StreamGuard
@@ -79,7 +80,7 @@ def stopper(context: grpc.ServicerContext, max_seconds: float | None = None) -> 
 
 
 #: Methods whose tensor maps skip protobuf's copies (proto/wire.py): the request decoder of each.
-TENSOR_METHODS = {"Run": wire.Decoder(pb.RunRequest)}
+TENSOR_METHODS = {"Run": wire.Decoder(pb.RunRequest), "Train": TRAIN_DECODER}
 RUN_TENSORS = tuple(wire.tensor_map_fields(pb.RunRequest).values())  # feeds, output_grads
 
 
@@ -198,6 +199,10 @@ class GradServeServicer(pb_grpc.GradServeServicer):
                                                              "value_grads": value_grads}
         outputs, grads = self.service.run(*args)
         return pb.RunResponse(graph_id=plan.graph_id), {"outputs": outputs, "grads": grads}
+
+    def Train(self, requests, context):
+        """The Train stream (server/rpc/train_servicer.py)."""
+        return serve_train(self, requests, context, replica_id())
 
     @handled
     def CheckGradients(self, request, context):

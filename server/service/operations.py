@@ -17,6 +17,7 @@ from gradserve.server.service.registry import Registry
 from gradserve.server.service.sessions import SessionStore
 from gradserve.server.service.store import GraphStore, Record
 from gradserve.server.service.stream_sessions import StreamSessions
+from gradserve.server.service.training import TrainingRun, open_run
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -200,6 +201,12 @@ class Service:
         state, grads = self._forward_backward(plan, feeds, output_grads, wrt, training, seed, should_stop,
                                               value_grads)
         return state.outputs(), grads, state.named_values(), value_grads
+
+    def train(self, plan: Plan, params, loss="", feeds=(), optimizer="", settings=None, outputs=(), training=True,
+              seed=None) -> TrainingRun:
+        """Open a Train stream's run: parameters and optimizer state kept here, counted as a session."""
+        return open_run(plan, self.registry, self.sessions, self.limits, params, loss, feeds, optimizer, settings,
+                        outputs, training, seed, self.observe)
 
     def _forward_backward(self, plan, feeds, output_grads, wrt, training, seed, should_stop, value_grads=None):
         self.limits.check_arrays(list(feeds.items()) + list((output_grads or {}).items()))

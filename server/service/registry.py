@@ -1,4 +1,4 @@
-"""The layer registry: plugins loaded through the `gradserve` entry points, with provenance."""
+"""The registry of layers and optimizers: plugins loaded through the `gradserve` entry points, with provenance."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import pluggy
 
-from gradserve.plugins import PROJECT_NAME, Layer, SchemaError, hookspecs
+from gradserve.plugins import PROJECT_NAME, Layer, Optimizer, SchemaError, hookspecs
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -19,7 +19,7 @@ TRACE_ENV = "GRADSERVE_TRACE_PLUGINS"
 
 
 class PluginConflictError(RuntimeError):
-    """Two plugins register the same layer name; the server refuses to start."""
+    """Two plugins register the same layer (or optimizer) name; the server refuses to start."""
 
 
 @dataclass(frozen=True)
@@ -27,6 +27,16 @@ class LayerEntry:
     """A registered layer class and where it came from."""
 
     cls: type[Layer]
+    plugin: str
+    distribution: str
+    version: str
+
+
+@dataclass(frozen=True)
+class OptimizerEntry:
+    """A registered optimizer class and where it came from."""
+
+    cls: type[Optimizer]
     plugin: str
     distribution: str
     version: str
@@ -42,24 +52,31 @@ class PluginStatus:
     status: str
     reason: str = ""
     layers: list[str] = field(default_factory=list)
+    optimizers: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict:
         return {"name": self.name, "distribution": self.distribution, "version": self.version,
-                "status": self.status, "reason": self.reason, "layers": list(self.layers)}
+                "status": self.status, "reason": self.reason, "layers": list(self.layers),
+                "optimizers": list(self.optimizers)}
 
 
 @dataclass
 class Registry:
-    """Layer classes by op name, and the load status of every plugin."""
+    """Layer classes by op name, optimizer classes by lower-cased name, and the load status of every plugin."""
 
     layers: dict[str, LayerEntry] = field(default_factory=dict)
     plugins: list[PluginStatus] = field(default_factory=list)
+    optimizers: dict[str, OptimizerEntry] = field(default_factory=dict)
 
     def get(self, op: str) -> LayerEntry | None:
         return self.layers.get(op)
 
     def names(self) -> list[str]:
         return sorted(self.layers)
+
+    def optimizer(self, name: str) -> OptimizerEntry | None:
+        """The optimizer registered as ``name``, whatever its case ("adam", "Adam")."""
+        return self.optimizers.get(name.lower())
 
 
 def allowed_distributions(environ=os.environ) -> set[str] | None:
@@ -128,8 +145,9 @@ def _fail(status: PluginStatus, reason: str) -> None:
 
 
 def _collect(pm: pluggy.PluginManager, plugin_name: str, status: PluginStatus, registry: Registry) -> None:
-    """Call one plugin's register_layers hook and add its layers, all or nothing."""
+    """Call one plugin's register_layers and register_optimizers hooks and add what they give, all or nothing."""
     found: list[type[Layer]] = []
+    found_optimizers: list[type[Optimizer]] = []
 
     def register(layer_cls):
         if not (isinstance(layer_cls, type) and issubclass(layer_cls, Layer)):
@@ -137,21 +155,39 @@ def _collect(pm: pluggy.PluginManager, plugin_name: str, status: PluginStatus, r
         layer_cls.validate_schema()
         found.append(layer_cls)
 
+    def register_optimizer(optimizer_cls):
+        if not (isinstance(optimizer_cls, type) and issubclass(optimizer_cls, Optimizer)):
+            raise SchemaError(f"register() takes an Optimizer subclass, got {optimizer_cls!r}")
+        optimizer_cls.validate_schema()
+        found_optimizers.append(optimizer_cls)
+
     others = [p for p in pm.get_plugins() if pm.get_name(p) != plugin_name]
-    try:
-        pm.subset_hook_caller("register_layers", remove_plugins=others)(register=register)
-    except Exception as exc:  # includes SchemaError from register()
-        _fail(status, f"register_layers failed: {type(exc).__name__}: {exc}")
-        return
+    for hook, callback in (("register_layers", register), ("register_optimizers", register_optimizer)):
+        try:
+            pm.subset_hook_caller(hook, remove_plugins=others)(register=callback)
+        except Exception as exc:  # includes SchemaError from register()
+            _fail(status, f"{hook} failed: {type(exc).__name__}: {exc}")
+            return
+    for optimizer_cls in found_optimizers:
+        _check_unclaimed(registry.optimizers.get(optimizer_cls.name.lower()), "optimizer", optimizer_cls.name,
+                         plugin_name, status)
     for layer_cls in found:
-        previous = registry.layers.get(layer_cls.name)
-        if previous is not None:
-            raise PluginConflictError(
-                f"layer {layer_cls.name!r} is registered by two plugins: {previous.plugin!r} "
-                f"(distribution {previous.distribution} {previous.version}) and {plugin_name!r} "
-                f"(distribution {status.distribution} {status.version}). A client asking for "
-                f"{layer_cls.name!r} could not know which it gets: uninstall one, or set {PLUGINS_ENV} "
-                f"to a comma-separated list of the distributions to load, leaving one of them out."
-            )
+        _check_unclaimed(registry.layers.get(layer_cls.name), "layer", layer_cls.name, plugin_name, status)
         registry.layers[layer_cls.name] = LayerEntry(layer_cls, plugin_name, status.distribution, status.version)
         status.layers.append(layer_cls.name)
+    for optimizer_cls in found_optimizers:
+        registry.optimizers[optimizer_cls.name.lower()] = OptimizerEntry(optimizer_cls, plugin_name,
+                                                                         status.distribution, status.version)
+        status.optimizers.append(optimizer_cls.name)
+
+
+def _check_unclaimed(previous, kind: str, name: str, plugin_name: str, status: PluginStatus) -> None:
+    """Raise PluginConflictError when ``previous`` (an entry already registered under ``name``) exists."""
+    if previous is not None:
+        raise PluginConflictError(
+            f"{kind} {name!r} is registered by two plugins: {previous.plugin!r} "
+            f"(distribution {previous.distribution} {previous.version}) and {plugin_name!r} "
+            f"(distribution {status.distribution} {status.version}). A client asking for "
+            f"{name!r} could not know which it gets: uninstall one, or set {PLUGINS_ENV} "
+            f"to a comma-separated list of the distributions to load, leaving one of them out."
+        )
