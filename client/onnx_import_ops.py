@@ -537,11 +537,10 @@ def _batch_norm(imp, node, attrs):
         raise NodeProblem(f"BatchNormalization takes 5 inputs, got {len(node.input)}")
     if "spatial" in attrs and not attrs["spatial"]:
         raise NodeProblem("spatial=0 (opset < 9, statistics per element) is not supported")
+    # ONNX's training_mode (opset 14; before it, asking for the running statistics' outputs meant training).
     training = bool(attrs.get("training_mode", 0)) or imp.opset < 14 and len([o for o in node.output if o]) > 1
-    if training:
-        imp.training = True  # the batch's statistics: run with training=True
     given = {"epsilon": float(attrs.get("epsilon", 1e-5)), "momentum": float(attrs.get("momentum", 0.9)),
-             "spatial": True}
+             "spatial": True, "training_mode": training}
     imp.emit_all(node, "BatchNormalization", list(node.input), 3, **given)
 
 
@@ -635,6 +634,20 @@ HANDLERS: dict[str, Callable] = {
     "Gelu": _gelu,
     "Erf": _same("Erf"),
     "LogSoftmax": lambda imp, node, attrs: _softmax(imp, node, attrs, "LogSoftmax"),
+}
+
+#: How the ONNX ops without a same-named gradserve layer are imported (the supported-op table says so).
+IMPORTED_AS = {
+    "Sum": "a chain of Add", "Mean": "a chain of Add, then Div", "Max": "a chain of Max", "Min": "a chain of Min",
+    "Concat": "a chain of Concat", "Split": "one Slice per output", "CastLike": "Cast", "Scatter": "ScatterElements",
+    "ReduceSum": "Sum", "ReduceMean": "Mean", "Conv": "Convolution", "MaxPool": "Pooling (mode max)",
+    "AveragePool": "Pooling (mode average)", "Dropout": "Identity (inference; a training-mode Dropout is refused)",
+    "InstanceNormalization": "Mean, Sub, Mul, Sqrt, Div, Add (its ONNX function)",
+    "GroupNormalization": "Reshape, Mean, Sub, Mul, Sqrt, Div, Add (its ONNX function)",
+    "RMSNormalization": "Mul, Mean, Add, Sqrt, Div (its ONNX function)",
+    "MeanVarianceNormalization": "Mean, Sub, Mul, Sqrt, Add, Div (its ONNX function)",
+    "LpNormalization": "ReduceL1 or ReduceL2, Equal, Where, Div",
+    "Constant": "Constant (or folded into what uses it)",
 }
 
 #: Ops computed at import when all their inputs are constants (shape arithmetic and constant expressions).

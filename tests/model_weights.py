@@ -36,11 +36,6 @@ def positive_weights(model: onnx.ModelProto) -> set[str]:
     return {node.input[4] for node in model.graph.node if node.op_type == "BatchNormalization"}
 
 
-def running_statistics(model: onnx.ModelProto) -> set[str]:
-    """BatchNormalization's running mean and variance: state, not parameters (no gradient, as torch's buffers)."""
-    return {name for node in model.graph.node if node.op_type == "BatchNormalization" for name in node.input[3:5]}
-
-
 def fill_weights(model: onnx.ModelProto, seed: int = 0) -> onnx.ModelProto:
     """The model with random weights in place of the stripped ones (fan-in scaled, so activations stay O(1))."""
     listed = json.loads(next(p.value for p in model.metadata_props if p.key == WEIGHTS_KEY))

@@ -147,7 +147,7 @@ def test_plan_is_cached_by_content(registry):
     assert GraphSpec.from_canonical(APPLE.canonical()).graph_id() == APPLE.graph_id()
 
 
-CASES = {**layer_cases(np.random.default_rng(7)), **onnx_layer_cases(np.random.default_rng(8))}
+CASES = {**layer_cases(np.random.default_rng(7)), **onnx_layer_cases(np.random.default_rng(7))}
 
 
 def test_every_builtin_layer_has_a_gradient_case(registry):
@@ -166,13 +166,13 @@ def test_layer_gradient_matches_numerical(registry, op, index):
     spec = graph(names, [("node", op, names, attrs)], [("out", first)])
     plan = compile_graph(spec, registry)
     out = engine.forward(plan, feeds).outputs()["out"]
+    if out.dtype.kind != "f":
+        pytest.skip(f"{op} gives {out.dtype} here: no gradient flows through it")
     seed = {"out": np.random.default_rng(1).standard_normal(out.shape)}
     seeded = op == "Dropout"  # a fixed mask: the same seed in every forward
     checks = gradcheck.check_gradients(plan, feeds, output_grads=seed, eps=1e-6) if not seeded else \
         _dropout_check(plan, feeds, seed)
     for check in checks:
-        if not np.isfinite(check.numerical).all():  # undefined there (Pow's d/dy at x < 0): nothing to compare
-            continue
         assert check.max_abs_diff < 1e-6 * max(1.0, float(np.abs(check.backprop).max())), (op, check.name)
 
 
@@ -207,3 +207,15 @@ def test_engine_asks_affine_for_no_gradient_of_its_data_input(registry):
     retained.backward(wrt=["W", "b"])
     again = retained.backward()
     assert set(again) == set(every) and all(np.array_equal(again[k], every[k]) for k in every)
+
+
+def test_forward_only_runs_no_backward(registry):
+    """wrt FORWARD_ONLY gives outputs and no gradients, and needs no seed (a non-scalar output without one)."""
+    plan = compile_graph(graph(["x"], [("y", "Relu", ["x"])], ["y"]), registry)
+    x = np.array([-1.0, 2.0])
+    outputs, grads = engine.run(plan, {"x": x}, wrt=engine.FORWARD_ONLY)
+    assert grads == {} and np.array_equal(outputs["y"], [0.0, 2.0])
+    state, grads = engine.forward_backward(plan, {"x": x}, wrt=engine.FORWARD_ONLY, value_grads={})
+    assert grads == {} and np.array_equal(state.named_values()["y"], [0.0, 2.0])
+    with pytest.raises(Exception, match="no output is a scalar"):
+        engine.run(plan, {"x": x})  # with gradients asked, the same call needs a seed

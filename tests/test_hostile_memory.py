@@ -150,3 +150,45 @@ def test_the_budget_refuses_what_does_not_fit_and_takes_back_what_is_released():
         budget.reserve(60 << 20)
     assert budget.reserve(1000) == 0
     assert budget.reserved == 0
+
+
+def test_the_trimmer_trims_once_a_burst_is_over_and_never_during_one():
+    """Trimmer: no trim while a large call is in flight; one trim once none has been for quiet_seconds."""
+    from gradserve.server.runtime.malloc import Trimmer
+
+    trimmer = Trimmer(quiet_seconds=0.2)
+    try:
+        trimmer.started()
+        trimmer.started()
+        trimmer.ended()
+        threading.Event().wait(0.5)
+        assert trimmer.trims == 0
+        trimmer.ended()
+        for _ in range(100):
+            if trimmer.trims:
+                break
+            threading.Event().wait(0.05)
+        assert trimmer.trims == 1
+    finally:
+        trimmer.stop()
+
+
+def test_memory_comes_back_after_a_burst_of_large_calls():
+    """After 16 clients sent 160 Runs of 4 and 12 MB, resident memory comes back to within 100 MB of idle
+    (a burst left 394 MB of a 57 MB idle server resident before)."""
+    with ServeProcess("--log-level", "WARNING") as server:
+        idle = rss_bytes(server.pid)
+        small, large = np.ones(1 << 20, np.float32), np.ones(3 << 20, np.float32)
+
+        def client_burst(i):
+            with gs.connect(server.target, timeout=120) as client:
+                for k in range(10):
+                    outcome(lambda: client.run(relu_graph(), {"x": large if (i + k) % 4 == 0 else small}))
+
+        with PeakRss(server.pid) as rss, ThreadPoolExecutor(16) as pool:
+            list(pool.map(client_burst, range(16)))
+        for _ in range(200):  # the trim comes a second after the last large call
+            if rss_bytes(server.pid) - idle < 100 << 20:
+                break
+            threading.Event().wait(0.1)
+        assert rss_bytes(server.pid) - idle < 100 << 20, (idle, rss.peak, rss_bytes(server.pid))

@@ -6,10 +6,12 @@ client's deadline (which a hostile client does not set) ends the wait, so 16 sil
 the server. StreamGuard is one interceptor, applied to every method of every service on the server (ours,
 KServe, health, reflection), so no handler has anything to call:
 
-- every call that streams (requests or responses) counts as an open stream for its whole life; at most
-  ``max-streams`` are open at once, and at most half of them from one peer address (gRPC names the peer,
-  so that much is possible), so the rest of the pool always serves unary work. One over is refused at once
-  with RESOURCE_EXHAUSTED naming the limit;
+- a call waiting on its client holds one of ``max-streams`` places: a stream (requests or responses) for its
+  whole life, a unary call until its message has come. At most half the places go to one peer address (gRPC
+  names the peer, so that much is possible), and the rest of the pool always serves work. A stream over the
+  caps is refused at once with RESOURCE_EXHAUSTED naming the limit; a unary call needs a place only once it
+  has waited UNARY_SLOW for its message (a client's message comes with its call), and is ended the same way
+  when none is left;
 - every wait for a client's message, the single message of a unary call included, ends after
   ``stream-idle-seconds`` with DEADLINE_EXCEEDED naming the limit;
 - every stream ends after ``stream-max-seconds`` with DEADLINE_EXCEEDED naming the limit.
@@ -22,7 +24,10 @@ clock read per message.
 
 A stream handler (RunStream, Session, Train) just iterates its request iterator: it is already guarded. A
 handler that needs to read outside that iterator can call ``guarded(request_iterator, context)`` itself; it
-returns an already guarded iterator unchanged.
+returns an already guarded iterator unchanged. Before a stream handler allocates what a message announces,
+it calls ``guard.admit(context, nbytes, what)``: under --max-memory that reserves the bytes until the call
+ends (LimitError, RESOURCE_EXHAUSTED, when they do not fit), and a large call has memory trimmed after it.
+Unary calls are admitted by the guard itself, with their message's size.
 """
 
 from __future__ import annotations
@@ -35,7 +40,7 @@ from typing import Iterator
 
 import grpc
 
-from gradserve.server.rpc.interceptors import HandlerCache
+from gradserve.server.rpc.interceptors import KINDS, HandlerCache
 from gradserve.server.engine.errors import CancelledError, DeadlineError, LimitError
 from gradserve.server.runtime.malloc import TRIM_FROM, Trimmer
 from gradserve.server.runtime.memory_cap import RESERVE_FACTOR, MemoryBudget
@@ -46,6 +51,10 @@ _LOGGER = logging.getLogger(__name__)
 #: How often the watchdog looks at the watched calls, as a share of the shortest time bound.
 _TICKS_PER_BOUND = 8
 _MIN_TICK, _MAX_TICK = 0.02, 1.0
+#: Seconds a unary call may wait for its message before it needs a max-streams place: a client's message
+#: comes with its call, so only a silent one waits that long (on a loaded machine a served call's wait reached
+#: 0.1 s, so the bound is well above that); with no place left it is ended then.
+UNARY_SLOW = 0.5
 
 
 def peer_address(peer: str) -> str:
@@ -59,9 +68,10 @@ def peer_address(peer: str) -> str:
 class _Watch:
     """One watched call: when it started, since when it has been waiting for its client (None: it is not)."""
 
-    __slots__ = ("context", "started", "waiting_since", "peer", "streaming", "fired", "released")
+    __slots__ = ("context", "started", "waiting_since", "peer", "streaming", "fired", "released", "counted")
 
     def __init__(self, context: grpc.ServicerContext, peer: str, streaming: bool):
+        self.counted = False  # holds one of the max-streams places
         self.context = context
         self.started = time.monotonic()
         self.waiting_since: float | None = None
@@ -110,7 +120,7 @@ class StreamGuard(grpc.ServerInterceptor):
         self.max_streams_per_peer = max(1, self.max_streams // 2)
         self._lock = threading.Lock()
         self._watches: set[_Watch] = set()
-        self._streams = 0
+        self._held = 0  # streams open, and unary calls waiting for their message
         self._per_peer: Counter[str] = Counter()
         self._stopped = threading.Event()
         self._tick = min(_MAX_TICK, max(_MIN_TICK, min(self.idle_seconds, self.max_seconds) / _TICKS_PER_BOUND))
@@ -122,23 +132,36 @@ class StreamGuard(grpc.ServerInterceptor):
     # -- what the handlers see --
 
     def open(self, context: grpc.ServicerContext, streaming: bool) -> _Watch:
-        """Watch a call (a stream counts against the caps: LimitError when over); release() it when done."""
+        """Watch a call; release() it when done. A stream takes one of the max-streams places for its whole life
+        (LimitError when none is left, in all or for its peer). A unary call takes one only once it has waited
+        UNARY_SLOW for its message (the watchdog sees to it), and is ended if none is left then."""
         peer = peer_address(context.peer())
         watch = _Watch(context, peer, streaming)
         with self._lock:
             if streaming:
-                if self._streams >= self.max_streams:
-                    raise LimitError(f"{self._streams} streams are open, the max-streams limit: try again later")
-                if self._per_peer[peer] >= self.max_streams_per_peer:
-                    raise LimitError(f"this peer has {self._per_peer[peer]} streams open, as many as one peer may "
-                                     f"(half the max-streams limit of {self.max_streams}): try again later")
-                self._streams += 1
-                self._per_peer[peer] += 1
+                full = self._full(peer)
+                if full is not None:
+                    raise LimitError(full + ": try again later")
+                self._take_place(watch)
             self._watches.add(watch)
         # Released when the call ends, however it ends (the handler may never finish iterating).
         if not context.add_callback(lambda: self.release(watch)):
             self.release(watch)
         return watch
+
+    def _full(self, peer: str) -> str | None:
+        """Why no place is left for a call from ``peer`` (None: one is); called under the lock."""
+        if self._held >= self.max_streams:
+            return f"{self._held} calls are open waiting on their clients, the max-streams limit"
+        if self._per_peer[peer] >= self.max_streams_per_peer:
+            return (f"this peer has {self._per_peer[peer]} calls open waiting on it, as many as one peer may "
+                    f"(half the max-streams limit of {self.max_streams})")
+        return None
+
+    def _take_place(self, watch: _Watch) -> None:
+        watch.counted = True
+        self._held += 1
+        self._per_peer[watch.peer] += 1
 
     def release(self, watch: _Watch) -> None:
         with self._lock:
@@ -146,18 +169,21 @@ class StreamGuard(grpc.ServerInterceptor):
                 return
             watch.released = True
             self._watches.discard(watch)
-            if watch.streaming:
-                self._streams -= 1
+            if watch.counted:
+                self._held -= 1
                 self._per_peer[watch.peer] -= 1
                 if not self._per_peer[watch.peer]:
                     del self._per_peer[watch.peer]
 
     def open_streams(self) -> int:
+        """Calls holding a max-streams place: open streams, and unary calls waiting for their message."""
         with self._lock:
-            return self._streams
+            return self._held
 
     def stop(self) -> None:
+        """End the watchdog (and the trimmer) and wait for them: a stopped server leaves no thread behind."""
         self._stopped.set()
+        self._thread.join()
         if self.trimmer is not None:
             self.trimmer.stop()
 
@@ -180,7 +206,7 @@ class StreamGuard(grpc.ServerInterceptor):
                 watch = self._open_or_abort(context, streaming=False)
                 try:
                     sized = next(GuardedIterator(self, watch, requests), None)
-                except (DeadlineError, CancelledError) as exc:
+                except (DeadlineError, CancelledError, LimitError) as exc:
                     # The watchdog already gave the client its status, or the call is over (the client left,
                     # or gRPC refused the message as too large): abort ends the handler quietly either way.
                     context.abort(grpc.StatusCode.CANCELLED, str(exc))
@@ -198,8 +224,7 @@ class StreamGuard(grpc.ServerInterceptor):
             return grpc.stream_unary_rpc_method_handler(unary, **kwargs)
         if handler.request_streaming:
             behavior = handler.stream_stream or handler.stream_unary
-            factory = grpc.stream_stream_rpc_method_handler if handler.response_streaming else \
-                grpc.stream_unary_rpc_method_handler
+            factory = KINDS[True, handler.response_streaming].factory
 
             def streaming(requests, context):
                 watch = self._open_or_abort(context, streaming=True)
@@ -237,12 +262,26 @@ class StreamGuard(grpc.ServerInterceptor):
     # -- the watchdog --
 
     def _watch_loop(self) -> None:
-        # A fixed tick, never woken by a new call: waking this thread per call made every tiny call wait for
-        # the GIL it took (a Run's p50 went from 0.9 to 4.8 ms).
-        while not self._stopped.wait(self._tick):
+        # A fixed tick, never woken by a call: waking this thread per call made every tiny call wait for the
+        # GIL it took (a Run's p50 went from 0.9 to 4.8 ms).
+        tick = min(self._tick, UNARY_SLOW)
+        while not self._stopped.wait(tick):
+            now = time.monotonic()
             with self._lock:
                 watches = list(self._watches)
-            now = time.monotonic()
+                refused = []
+                for watch in watches:
+                    waiting_since = watch.waiting_since
+                    if (not watch.counted and not watch.released and watch.fired is None
+                            and waiting_since is not None and now - waiting_since > UNARY_SLOW):
+                        full = self._full(watch.peer)
+                        if full is None:
+                            self._take_place(watch)
+                        else:
+                            refused.append((watch, full))
+            for watch, full in refused:
+                self._fire(watch, LimitError(f"no message from the client within {UNARY_SLOW:g}s, and {full}"),
+                           grpc.StatusCode.RESOURCE_EXHAUSTED)
             for watch in watches:
                 if watch.fired is not None:
                     continue
@@ -254,10 +293,13 @@ class StreamGuard(grpc.ServerInterceptor):
                     self._fire(watch, DeadlineError(f"the stream was open {self.max_seconds:g}s, the "
                                                     "stream-max-seconds limit"))
 
-    def _fire(self, watch: _Watch, error: Exception) -> None:
+    def _fire(self, watch: _Watch, error: Exception,
+              code: grpc.StatusCode = grpc.StatusCode.DEADLINE_EXCEEDED) -> None:
+        if watch.fired is not None:
+            return
         watch.fired = error
         _LOGGER.info("ending a call from %s: %s", watch.peer, error)
-        end_call(watch.context, grpc.StatusCode.DEADLINE_EXCEEDED, str(error))
+        end_call(watch.context, code, str(error))
 
 
 def end_call(context: grpc.ServicerContext, code: grpc.StatusCode, details: str) -> None:

@@ -78,8 +78,9 @@ class Trimmer:
         self._wake = threading.Condition()
         self._stopped = False
         self._trim = _malloc_trim()
+        self._thread = threading.Thread(target=self._loop, name="gradserve-trim", daemon=True)
         if self._trim is not None:
-            threading.Thread(target=self._loop, name="gradserve-trim", daemon=True).start()
+            self._thread.start()
 
     def started(self) -> None:
         """A large call began."""
@@ -98,6 +99,8 @@ class Trimmer:
         with self._wake:
             self._stopped = True
             self._wake.notify()
+        if self._thread.is_alive():
+            self._thread.join()
 
     def _loop(self) -> None:
         with self._wake:
