@@ -1,4 +1,4 @@
-"""Edge cases issue 14 found against torch: an empty batch in Affine, exact int64 constants, soft labels."""
+"""Edge cases issue 14 found against torch: an empty batch in Affine, exact int64 constants, soft labels, Cast."""
 
 from __future__ import annotations
 
@@ -45,3 +45,17 @@ def test_soft_labels_give_the_cross_entropy(client):
     log_y = x - np.log(np.exp(x).sum(axis=1, keepdims=True))
     assert result.outputs["loss"] == pytest.approx(-(t * log_y).sum() / 5, rel=1e-12)
     np.testing.assert_allclose(result.grads["x"], (np.exp(log_y) - t) / 5, rtol=1e-12, atol=1e-15)
+
+
+def test_a_round_trip_through_an_integer_cast_carries_no_gradient(client):
+    """x cast to int64 and back is piecewise constant: its gradient is zero (torch's x.long().double() has none),
+    while a float64 -> float32 -> float64 round trip passes the gradient through."""
+    x = np.array([0.3, 1.7, -2.2])
+    g = gs.Graph(dtype="float64")
+    through_int = g.Cast(g.Cast(g.input("x"), to="int64"), to="float64")
+    g.output(g.Cast(g.Cast(g.input("z"), to="float32"), to="float64") * g.constant(np.full(3, 2.0)), "wide")
+    g.output(through_int * g.constant(np.full(3, 2.0)), "out")
+    result = client.run(g, {"x": x, "z": x}, seed_grads={"out": np.ones(3), "wide": np.ones(3)})
+    np.testing.assert_array_equal(result.outputs["out"], [0.0, 2.0, -4.0])
+    np.testing.assert_array_equal(result.grads["x"], np.zeros(3))
+    np.testing.assert_allclose(result.grads["z"], np.full(3, 2.0))

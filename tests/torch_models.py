@@ -107,10 +107,16 @@ def cases():
 
 
 def build(name: str, seed: int = 0):
-    """The model (float64, random weights and, for BatchNorm, non-trivial running statistics) and its input."""
+    """The model (float64, random weights, none left constant; BatchNorm with running statistics) and its input."""
     make_model, make_input, training = cases()[name]
     torch.manual_seed(seed)
     model = make_model().double()
+    with torch.no_grad():
+        # Parameters left at a constant (LayerNorm's ones and zeros, attention's zero biases) are drawn at random:
+        # the exporter merges equal initializers into one name, and gradients are better checked off that point.
+        for param in model.parameters():
+            if param.numel() > 1 and bool((param == param.flatten()[0]).all()):
+                param.uniform_(0.5, 1.5) if float(param.flatten()[0]) == 1.0 else param.uniform_(-0.5, 0.5)
     for module in model.modules():
         if isinstance(module, nn.BatchNorm2d):
             module.running_mean.uniform_(-0.5, 0.5)

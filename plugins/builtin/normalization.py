@@ -147,14 +147,7 @@ class LayerNormalization(Layer):
         if x.dtype.kind != "f":
             raise ValueError(f"LayerNormalization takes floating-point x, got {x.dtype}")
         normalized = x.shape[axis:]
-        for name, value in (("scale", scale), ("bias", bias)):
-            try:
-                fits = np.broadcast_shapes(value.shape, normalized) == normalized
-            except ValueError:
-                fits = False
-            if not fits:
-                raise ValueError(f"LayerNormalization {name} of shape {value.shape} does not broadcast to the "
-                                 f"normalized shape {normalized}")
+        _check_broadcasts(normalized, scale=scale, bias=bias)
         self.axes = tuple(range(axis, x.ndim))
         self.scale, self.scale_shape, self.bias_shape = scale, scale.shape, bias.shape
         self.count = int(np.prod(normalized, dtype=np.int64))
@@ -172,10 +165,7 @@ class LayerNormalization(Layer):
         if not 0 <= axis < max(ndim, 1):
             raise ValueError(f"LayerNormalization axis {self.axis} is out of range for x of rank {ndim}")
         normalized = tuple(x.shape[axis:])
-        for name, value in (("scale", scale), ("bias", bias)):
-            if np.broadcast_shapes(value.shape, normalized) != normalized:
-                raise ValueError(f"LayerNormalization {name} of shape {value.shape} does not broadcast to the "
-                                 f"normalized shape {normalized}")
+        _check_broadcasts(normalized, scale=scale, bias=bias)
         stats = tuple(x.shape[:axis]) + (1,) * (ndim - axis)
         dtypes = probe_dtypes(self, x, scale, bias)
         return TensorType(x.shape, dtypes[0]), TensorType(stats, dtypes[1]), TensorType(stats, dtypes[2])
@@ -200,6 +190,18 @@ class LayerNormalization(Layer):
             dscale = np.zeros(self.scale_shape, dtype=dx.dtype)
             dbias = np.zeros(self.bias_shape, dtype=dx.dtype)
         return dx.astype(self.xc.dtype, copy=False), dscale, dbias
+
+
+def _check_broadcasts(normalized: tuple[int, ...], **values) -> None:
+    """LayerNormalization's scale and bias must broadcast to the normalized shape (numpy's own error names neither)."""
+    for name, value in values.items():
+        try:
+            fits = np.broadcast_shapes(tuple(value.shape), normalized) == normalized
+        except ValueError:
+            fits = False
+        if not fits:
+            raise ValueError(f"LayerNormalization {name} of shape {tuple(value.shape)} does not broadcast to the "
+                             f"normalized shape {normalized}")
 
 
 LAYERS = (BatchNormalization, LayerNormalization)

@@ -300,6 +300,8 @@ class Cast(Layer):
         if dtype.kind not in "biuf":
             raise ValueError(f"cannot cast to {self.to!r}: a number or bool dtype is needed")
         self.x_dtype = x.dtype
+        # Only float to float carries a gradient: through an integer or bool the function is piecewise constant.
+        self.passes = x.dtype.kind == "f" and dtype.kind == "f"
         return x.astype(dtype)
 
     def output_types(self, x):
@@ -309,7 +311,7 @@ class Cast(Layer):
         return (TensorType(x.shape, dtype),)
 
     def backward(self, dout):
-        return (None if dout is None else dout.astype(self.x_dtype),)
+        return (None if dout is None or not self.passes else dout.astype(self.x_dtype),)
 
 
 class _FromShape(Layer):
