@@ -14,11 +14,11 @@ import platform
 import sys
 import time
 
-from bench import engine_cases, malloc, network_cases, service_cases
+from bench import engine_cases, malloc, network_cases, service_cases, session_cases
 from bench.report import table
 from bench.sizes import FULL, QUICK
 
-CASE_NAMES = service_cases.NAMES + engine_cases.NAMES + network_cases.NAMES + malloc.NAMES
+CASE_NAMES = service_cases.NAMES + session_cases.NAMES + engine_cases.NAMES + network_cases.NAMES + malloc.NAMES
 
 
 def environment_lines(unset: dict[str, str]) -> tuple[list[str], object, int]:
@@ -89,6 +89,7 @@ def main(argv: list[str] | None = None, unset: dict[str, str] | None = None) -> 
     print("\n".join(lines), flush=True)
     rows = engine_cases.all_cases(sizes, only, torch, threads)
     rows += service_cases.all_cases(sizes, only)
+    rows += session_cases.all_cases(sizes, only)
     rows += network_cases.all_cases(sizes, only, torch, threads)
     if only is None or "malloc" in only:
         rows += malloc.all_cases(sizes)

@@ -22,10 +22,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("kind", choices=("gradserve", "echo"))
     parser.add_argument("--max-workers", type=int, default=ServerOptions().max_workers)
     parser.add_argument("--max-session-bytes", type=int, default=Limits().max_session_bytes)
+    parser.add_argument("--max-streams", type=int, default=Limits().max_streams)
     parser.add_argument("--glibc-malloc", action="store_true", help="leave glibc's malloc thresholds as they are")
     parser.add_argument("--blas-threads", type=int, default=1, help="as `gradserve serve --blas-threads`")
     args = parser.parse_args(argv)
-    limits = Limits(max_session_bytes=args.max_session_bytes)
+    limits = Limits(max_session_bytes=args.max_session_bytes, max_streams=args.max_streams)
     if not args.glibc_malloc:
         keep_freed_memory()  # as `gradserve serve` does, for both kinds: the same process setup
     limit_blas_threads(args.blas_threads)

@@ -25,11 +25,16 @@ class ServerProcess:
     """``python -m bench.serve KIND`` in a child process on a free loopback port; a context manager."""
 
     def __init__(self, kind: str, *, env: dict[str, str] | None = None, max_session_bytes: int | None = None,
-                 glibc_malloc: bool = False, blas_threads: int | None = None):
+                 glibc_malloc: bool = False, blas_threads: int | None = None, max_workers: int | None = None,
+                 max_streams: int | None = None):
         self.kind = kind
         args = [sys.executable, "-m", "bench.serve", kind] + (["--glibc-malloc"] if glibc_malloc else [])
         if blas_threads is not None:
             args += ["--blas-threads", str(blas_threads)]
+        if max_workers is not None:
+            args += ["--max-workers", str(max_workers)]
+        if max_streams is not None:
+            args += ["--max-streams", str(max_streams)]
         if max_session_bytes is not None:
             args += ["--max-session-bytes", str(max_session_bytes)]
         environ = dict(os.environ if env is None else env)

@@ -16,6 +16,7 @@ from gradserve.proto import gradserve_pb2_grpc as pb_grpc
 from gradserve.proto import streaming, wire
 from gradserve.proto.attrs import attr_from_proto
 from gradserve.proto.tensors import TensorError, from_tensor, from_tensor_map, to_tensor_map
+from gradserve.client import session_stream
 from gradserve.client.channel import Pem, open_channel, token_metadata
 from gradserve.client.errors import ArgumentTypeError, GradserveError, NotFound, from_rpc_error
 from gradserve.client.graph import Graph
@@ -145,10 +146,14 @@ class Client:
         self._inline_graphs = round_robin
         self._layer_classes: dict[str, type] = {}
         self._schemas: dict[str, pb.LayerSchema] | None = None  # this client's server's, from ListLayers
+        self._session = session_stream.session_method(self._channel)
+        self._session_streams: weakref.WeakSet = weakref.WeakSet()  # open Session streams, closed with the client
 
     # -- lifecycle --
 
     def close(self) -> None:
+        for stream in list(self._session_streams):  # each half-closes, so the server frees its session now
+            stream.close()
         self._channel.close()
         if self._on_close is not None:
             self._on_close()
@@ -309,6 +314,21 @@ class Client:
         feeds = _mapping("feeds", feeds, required=True)
         response = self._with_graph(graph, make, self._stub.Forward, timeout)
         return Session(self, from_tensor_map(response.outputs), response.session_id, response.graph_id)
+
+    def open_session(self, graph: Graph | str | None = None, *, training: bool = False, seed: int | None = None,
+                     timeout: float | None = None) -> session_stream.SessionStream:
+        """A session that lives as long as one stream, on one server: ``with client.open_session(g) as s:
+        out = s.forward(feeds); grads = s.backward(dout)``, or ``s.run(feeds, grad=...)``, many times.
+
+        Faster than unary calls, and pinned to one replica behind any balancer; ``timeout`` bounds the whole
+        stream. ``graph`` may be None when every forward or run names its own.
+        """
+        stream = session_stream.SessionStream(self, graph, training=training, seed=seed, timeout=timeout)
+        self._track_stream(stream)
+        return stream
+
+    def _track_stream(self, stream) -> None:
+        self._session_streams.add(stream)
 
     def check_gradients(self, graph: Graph | str, feeds: Mapping[str, np.ndarray], wrt: Iterable[str] | None = None,
                         seed_grads: Mapping[str, np.ndarray] | None = None, eps: float = 1e-4,

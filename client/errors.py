@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import grpc
-from google.rpc import error_details_pb2
+from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 
@@ -76,6 +76,14 @@ class Internal(GradserveError):
     code = grpc.StatusCode.INTERNAL
 
 
+class ServerShuttingDown(Unavailable):
+    """The server is going away (SIGTERM) and ended the session stream: open a new session (another replica)."""
+
+
+class StreamBroken(GradserveError):
+    """A session stream ended or answered out of turn; the session it held is gone (open a new one)."""
+
+
 _BY_CODE = {cls.code: cls for cls in (InvalidArgument, NotFound, FailedPrecondition, ResourceExhausted,
                                       Unauthenticated, PermissionDenied, Cancelled, DeadlineExceeded,
                                       Unavailable, Internal)}
@@ -85,8 +93,23 @@ def from_rpc_error(error: grpc.RpcError) -> GradserveError:
     """The typed exception for a failed call, with the node and reason from google.rpc details."""
     code = error.code() if hasattr(error, "code") else grpc.StatusCode.UNKNOWN
     message = error.details() if hasattr(error, "details") else str(error)
-    node = reason = None
     status = rpc_status.from_call(error) if hasattr(error, "trailing_metadata") else None
+    return _typed(code, message or "", status)
+
+
+def from_status(status: status_pb2.Status) -> GradserveError:
+    """The typed exception for a google.rpc.Status (a Session stream's answer to a step that failed)."""
+    code = _CODE_OF.get(status.code, grpc.StatusCode.UNKNOWN)
+    return _typed(code, status.message, status)
+
+
+_CODE_OF = {code.value[0]: code for code in grpc.StatusCode}
+_BY_REASON = {"ShuttingDownError": ServerShuttingDown}
+_SHUTTING_DOWN = "the server is shutting down"  # how the server's message for it begins
+
+
+def _typed(code: grpc.StatusCode, message: str, status: status_pb2.Status | None) -> GradserveError:
+    node = reason = None
     if status is not None:
         for detail in status.details:
             if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
@@ -94,5 +117,7 @@ def from_rpc_error(error: grpc.RpcError) -> GradserveError:
                 detail.Unpack(info)
                 reason = info.reason
                 node = info.metadata.get("node")
-    cls = _BY_CODE.get(code, GradserveError)
-    return cls(message or "", code, node, reason)
+    cls = _BY_REASON.get(reason) or _BY_CODE.get(code, GradserveError)
+    if cls is Unavailable and _SHUTTING_DOWN in message:  # a stream the server ended from outside its handler
+        cls = ServerShuttingDown
+    return cls(message, code, node, reason)

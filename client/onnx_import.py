@@ -64,12 +64,15 @@ class ImportedModel:
     ``params`` are the model's initializers, declared as graph inputs: feed
     them (``feeds()`` merges them with yours) and ask for their gradients.
     ``inputs`` are the model's own inputs, ``outputs`` its outputs.
+    ``training`` says the model computes in training mode (a BatchNormalization
+    with training_mode=1 uses the batch's statistics): run it with training=True.
     """
 
     graph: Graph
     params: dict[str, np.ndarray]
     inputs: list[str]
     outputs: list[str]
+    training: bool = False
 
     def feeds(self, inputs: Mapping[str, np.ndarray] | None = None, **named: np.ndarray) -> dict[str, np.ndarray]:
         """The parameters plus the given inputs: what ``client.run(model.graph, ...)`` needs."""
@@ -111,6 +114,7 @@ class _Importer:
         self.unsupported: dict[str, list[str]] = {}
         self.problems: list[str] = []
         self.needs_constant: list[str] = []
+        self.training = False  # set by a node that computes in training mode
         float_inputs = [d for d, _ in (self.types.get(i.name, (None, None)) for i in model.graph.input)
                         if d is not None and d.kind == "f"]
         self.graph = Graph(dtype=float_inputs[0] if float_inputs else "float32")
@@ -152,7 +156,7 @@ class _Importer:
         if self.unsupported or self.problems:
             raise OnnxConversionError("import the ONNX model", self.unsupported, self.problems, HANDLERS,
                                       self.opset, self.needs_constant)
-        return ImportedModel(self.graph, self.params, inputs, outputs)
+        return ImportedModel(self.graph, self.params, inputs, outputs, self.training)
 
     def _node(self, index: int, node: onnx.NodeProto) -> None:
         label = node.name or f"#{index} ({', '.join(node.output)})"
@@ -217,7 +221,7 @@ class _Importer:
         return value
 
     def constant(self, array: np.ndarray, name: str | None = None) -> Value:
-        """A Constant node holding ``array`` exactly (integers and bools through the ints attribute)."""
+        """A Constant node holding ``array`` exactly (integers and bools through value_ints)."""
         array = np.asarray(array)
         dtype = self._checked(array.dtype, name or "constant")
         flat = array.reshape(-1)

@@ -391,6 +391,171 @@ def _range(imp, node, attrs):
     imp.emit(node, "Range", list(node.input))
 
 
+def _scatter(op: str) -> Callable:
+    def handle(imp, node, attrs):
+        reduction = _text(attrs.get("reduction", b"none"))
+        if reduction not in ("none", "add"):
+            raise NodeProblem(f"reduction {reduction!r} is not supported; none and add are (they have gradients)")
+        given = {"reduction": reduction}
+        if op == "ScatterElements":
+            given["axis"] = int(attrs.get("axis", 0))
+        imp.emit(node, op, list(node.input), **given)
+    return handle
+
+
+def _compress(imp, node, attrs):
+    imp.emit(node, "Compress", list(node.input), **_axis_of(attrs))
+
+
+def _reverse_sequence(imp, node, attrs):
+    imp.emit(node, "ReverseSequence", list(node.input), batch_axis=int(attrs.get("batch_axis", 1)),
+             time_axis=int(attrs.get("time_axis", 0)))
+
+
+# -- normalizations ONNX defines as functions: imported as their composition, so backward comes with them --
+
+def _rank(imp, name: str) -> int:
+    shape = imp.shape_of(name)
+    if shape is None:
+        raise NodeProblem(f"the rank of {name!r} must be known at import")
+    return len(shape)
+
+
+def _float(imp, name: str, value: float):
+    """A scalar constant of ``name``'s float dtype."""
+    return imp.constant(np.asarray(value, dtype=imp.dtype_of(name) or np.dtype(imp.graph.dtype)))
+
+
+def _normalize(imp, node, x, axes, epsilon: float, *, center: bool = True):
+    """(x - mean) / sqrt(var + epsilon) over ``axes`` (without centering: x / sqrt(mean(x²) + epsilon))."""
+    if center:
+        mean = imp.step(node, "Mean", [x], axis=axes, keepdims=True)
+        x = imp.step(node, "Sub", [x, mean])
+    square = imp.step(node, "Mul", [x, x])
+    var = imp.step(node, "Mean", [square], axis=axes, keepdims=True)
+    std = imp.step(node, "Sqrt", [imp.step(node, "Add", [var, _float(imp, node.input[0], epsilon)])])
+    return imp.step(node, "Div", [x, std])
+
+
+def _per_channel(imp, node, value, rank: int):
+    """A (C,) scale or bias shaped (C, 1, ...) to broadcast over (N, C, ...)."""
+    return imp.step(node, "Unsqueeze", [value], axes=list(range(1, rank - 1))) if rank > 2 else value
+
+
+def _instance_norm(imp, node, attrs):
+    x, scale, bias = node.input
+    rank = _rank(imp, x)
+    y = _normalize(imp, node, x, list(range(2, rank)), float(attrs.get("epsilon", 1e-5)))
+    scaled = imp.step(node, "Mul", [y, _per_channel(imp, node, scale, rank)])
+    imp.emit(node, "Add", [scaled, _per_channel(imp, node, bias, rank)])
+
+
+def _group_norm(imp, node, attrs):
+    x, scale, bias = node.input
+    shape = imp.full_shape(x)
+    if shape is None:
+        raise NodeProblem(f"the shape of {x!r} must be known at import")
+    groups = int(attrs["num_groups"])
+    n, c = shape[0], shape[1]
+    grouped = imp.step(node, "Reshape", [x], shape=[n, groups, -1])
+    y = imp.step(node, "Reshape", [_normalize(imp, node, grouped, [2], float(attrs.get("epsilon", 1e-5)))],
+                 shape=list(shape))
+    if imp.shape_of(scale) == (groups,) and groups != c:  # opset 18: one scale and bias per group
+        scale = imp.step(node, "Reshape", [imp.step(node, "Expand", [imp.step(node, "Unsqueeze", [scale], axes=[1])],
+                                                    shape=[groups, c // groups])], shape=[c])
+        bias = imp.step(node, "Reshape", [imp.step(node, "Expand", [imp.step(node, "Unsqueeze", [bias], axes=[1])],
+                                                   shape=[groups, c // groups])], shape=[c])
+    scaled = imp.step(node, "Mul", [y, _per_channel(imp, node, scale, len(shape))])
+    imp.emit(node, "Add", [scaled, _per_channel(imp, node, bias, len(shape))])
+
+
+def _rms_norm(imp, node, attrs):
+    x, scale = node.input[0], node.input[1]
+    rank = _rank(imp, x)
+    axis = int(attrs.get("axis", -1)) % rank
+    y = _normalize(imp, node, x, list(range(axis, rank)), float(attrs.get("epsilon", 1e-5)), center=False)
+    imp.emit(node, "Mul", [y, scale])
+
+
+def _mean_variance_norm(imp, node, attrs):
+    x = node.input[0]
+    axes = _ints(attrs.get("axes", [0, 2, 3]))
+    # ONNX's function: (x - mean) / (sqrt(mean(x²) - mean(x)²) + 1e-9).
+    mean = imp.step(node, "Mean", [x], axis=axes, keepdims=True)
+    centered = imp.step(node, "Sub", [x, mean])
+    var = imp.step(node, "Mean", [imp.step(node, "Mul", [centered, centered])], axis=axes, keepdims=True)
+    std = imp.step(node, "Add", [imp.step(node, "Sqrt", [var]), _float(imp, x, 1e-9)])
+    imp.emit(node, "Div", [centered, std])
+
+
+def _lp_norm(imp, node, attrs):
+    x = node.input[0]
+    p = int(attrs.get("p", 2))
+    if p not in (1, 2):
+        raise NodeProblem(f"p={p}; LpNormalization has p 1 or 2")
+    norm = imp.step(node, "ReduceL2" if p == 2 else "ReduceL1", [x], axes=[int(attrs.get("axis", -1))], keepdims=True)
+    # A zero slice stays zero (ONNX's definition): divide it by one instead of by its zero norm.
+    zero = imp.step(node, "Equal", [norm, _float(imp, x, 0.0)])
+    safe = imp.step(node, "Where", [zero, _float(imp, x, 1.0), norm])
+    imp.emit(node, "Div", [x, safe])
+
+
+# -- convolution, pooling and the normalizations with layers of their own --
+
+_WINDOW = {"kernel_shape": _ints, "strides": _ints, "pads": _ints, "dilations": _ints, "auto_pad": _text}
+
+
+def _window(attrs, *extra: str) -> dict:
+    given = {k: convert(attrs[k]) for k, convert in _WINDOW.items() if k in attrs}
+    given.update({k: bool(attrs[k]) for k in extra if k in attrs})
+    return given
+
+
+def _conv(imp, node, attrs):
+    x, w = node.input[0], node.input[1]
+    b = node.input[2] if len(node.input) > 2 and node.input[2] else None
+    if b is None:  # Conv's bias is optional; ours is not, and zeros add nothing
+        shape = imp.shape_of(w)
+        if shape is None or shape[0] < 0:
+            raise NodeProblem(f"without a bias, the shape of the filters {w!r} must be known at import")
+        b = imp.constant(np.zeros(shape[0], dtype=imp.dtype_of(w) or np.dtype(imp.graph.dtype)))
+    imp.emit(node, "Convolution", [x, w, b], group=int(attrs.get("group", 1)), **_window(attrs))
+
+
+def _pool(mode: str) -> Callable:
+    def handle(imp, node, attrs):
+        if len(node.output) > 1 and node.output[1]:
+            raise NodeProblem("MaxPool's Indices output is not supported; use only its first output")
+        if attrs.get("storage_order", 0):
+            raise NodeProblem("storage_order=1 (column-major indices) is not supported")
+        imp.emit(node, "Pooling", [node.input[0]], mode=mode, **_window(attrs, "ceil_mode", "count_include_pad"))
+    return handle
+
+
+def _batch_norm(imp, node, attrs):
+    if len(node.input) != 5:
+        raise NodeProblem(f"BatchNormalization takes 5 inputs, got {len(node.input)}")
+    if "spatial" in attrs and not attrs["spatial"]:
+        raise NodeProblem("spatial=0 (opset < 9, statistics per element) is not supported")
+    training = bool(attrs.get("training_mode", 0)) or imp.opset < 14 and len([o for o in node.output if o]) > 1
+    if training:
+        imp.training = True  # the batch's statistics: run with training=True
+    given = {"epsilon": float(attrs.get("epsilon", 1e-5)), "momentum": float(attrs.get("momentum", 0.9)),
+             "spatial": True}
+    imp.emit_all(node, "BatchNormalization", list(node.input), 3, **given)
+
+
+def _layer_norm(imp, node, attrs):
+    x, scale = node.input[0], node.input[1]
+    bias = node.input[2] if len(node.input) > 2 and node.input[2] else _float(imp, x, 0.0)
+    imp.emit_all(node, "LayerNormalization", [x, scale, bias], 3, axis=int(attrs.get("axis", -1)),
+                 epsilon=float(attrs.get("epsilon", 1e-5)))
+
+
+def _gelu(imp, node, attrs):
+    imp.emit(node, "Gelu", [node.input[0]], approximate=_text(attrs.get("approximate", b"none")))
+
+
 HANDLERS: dict[str, Callable] = {
     **{op: _same(op) for op in (
         "Add", "Sub", "Mul", "MatMul", "Relu", "Sigmoid", "Tanh", "Exp", "Log", "Neg", "Identity",
@@ -447,6 +612,43 @@ HANDLERS: dict[str, Callable] = {
     "TopK": _topk,
     "OneHot": _one_hot,
     "Dropout": _dropout,
+    "GatherND": _with("GatherND", batch_dims=int),
+    "ScatterElements": _scatter("ScatterElements"),
+    "Scatter": _scatter("ScatterElements"),  # its deprecated name (opset 9 and 10)
+    "ScatterND": _scatter("ScatterND"),
+    "Compress": _compress,
+    "NonZero": _same("NonZero"),
+    "ReverseSequence": _reverse_sequence,
+    "Det": _same("Det"),
+    "InstanceNormalization": _instance_norm,
+    "GroupNormalization": _group_norm,
+    "RMSNormalization": _rms_norm,
+    "MeanVarianceNormalization": _mean_variance_norm,
+    "LpNormalization": _lp_norm,
+    "Conv": _conv,
+    "MaxPool": _pool("max"),
+    "AveragePool": _pool("average"),
+    "GlobalAveragePool": _same("GlobalAveragePool"),
+    "GlobalMaxPool": _same("GlobalMaxPool"),
+    "BatchNormalization": _batch_norm,
+    "LayerNormalization": _layer_norm,
+    "Gelu": _gelu,
+    "Erf": _same("Erf"),
+    "LogSoftmax": lambda imp, node, attrs: _softmax(imp, node, attrs, "LogSoftmax"),
+}
+
+#: How the ONNX ops without a same-named gradserve layer are imported (the supported-op table says so).
+IMPORTED_AS = {
+    "Sum": "a chain of Add", "Mean": "a chain of Add, then Div", "Max": "a chain of Max", "Min": "a chain of Min",
+    "Concat": "a chain of Concat", "Split": "one Slice per output", "CastLike": "Cast", "Scatter": "ScatterElements",
+    "ReduceSum": "Sum", "ReduceMean": "Mean", "Conv": "Convolution", "MaxPool": "Pooling (mode max)",
+    "AveragePool": "Pooling (mode average)", "Dropout": "Identity (inference; a training-mode Dropout is refused)",
+    "InstanceNormalization": "Mean, Sub, Mul, Sqrt, Div, Add (its ONNX function)",
+    "GroupNormalization": "Reshape, Mean, Sub, Mul, Sqrt, Div, Add (its ONNX function)",
+    "RMSNormalization": "Mul, Mean, Add, Sqrt, Div (its ONNX function)",
+    "MeanVarianceNormalization": "Mean, Sub, Mul, Sqrt, Add, Div (its ONNX function)",
+    "LpNormalization": "ReduceL1 or ReduceL2, Equal, Where, Div",
+    "Constant": "Constant (or folded into what uses it)",
 }
 
 #: Ops computed at import when all their inputs are constants (shape arithmetic and constant expressions).

@@ -194,8 +194,6 @@ class Layer:
 
 def reduce_to_shape(grad: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     """Sum ``grad`` over the axes numpy broadcasting added or stretched to reach ``shape``."""
-    if type(grad) is np.ndarray and grad.shape == shape:  # no broadcasting happened: the common case, kept cheap
-        return grad
     grad = np.asarray(grad)
     shape = tuple(shape)
     if grad.shape == shape:
@@ -205,3 +203,14 @@ def reduce_to_shape(grad: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
         lead + i for i, n in enumerate(shape) if n == 1 and grad.shape[lead + i] != 1
     )
     return grad.sum(axis=axes, keepdims=True).reshape(shape) if axes else grad.reshape(shape)
+
+
+def describe(value) -> str:
+    """What a layer returned, in a few words for an error message: ``float64[2, 3]``, ``a tuple of 2``, ``None``."""
+    if isinstance(value, np.ndarray):
+        return f"{value.dtype.name}{list(value.shape)}"
+    if isinstance(value, tuple):
+        return f"a tuple of {len(value)}"
+    if value is None:
+        return "None"
+    return type(value).__name__

@@ -23,8 +23,11 @@ def generate(dest: Path = PROTO_DIR) -> list[Path]:
     from grpc_tools import protoc  # grpcio-tools, pinned exactly in the test extra
 
     include = Path(protoc.__file__).parent / "_proto"
+    from google.rpc import status_pb2  # googleapis-common-protos (grpcio-status needs it): google/rpc/*.proto
+
+    googleapis = Path(status_pb2.__file__).parents[2]
     with tempfile.TemporaryDirectory() as tmp:
-        args = ["protoc", f"-Igradserve/proto={PROTO_DIR}", f"-I{include}",
+        args = ["protoc", f"-Igradserve/proto={PROTO_DIR}", f"-I{include}", f"-I{googleapis}",
                 f"--python_out={tmp}", f"--pyi_out={tmp}", f"--grpc_python_out={tmp}"]
         args += [f"gradserve/proto/{p.name}" for p in sorted(PROTO_DIR.glob("*.proto"))]
         if protoc.main(args) != 0:

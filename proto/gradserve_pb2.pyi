@@ -1,3 +1,4 @@
+from google.rpc import status_pb2 as _status_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
@@ -19,6 +20,15 @@ class DType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     INT8: _ClassVar[DType]
     INT16: _ClassVar[DType]
     UINT8: _ClassVar[DType]
+
+class SessionStep(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    SESSION_STEP_UNSPECIFIED: _ClassVar[SessionStep]
+    SESSION_OPEN: _ClassVar[SessionStep]
+    SESSION_FORWARD: _ClassVar[SessionStep]
+    SESSION_BACKWARD: _ClassVar[SessionStep]
+    SESSION_RUN: _ClassVar[SessionStep]
+    SESSION_RELEASE: _ClassVar[SessionStep]
 DTYPE_UNSPECIFIED: DType
 FLOAT32: DType
 FLOAT64: DType
@@ -29,6 +39,12 @@ FLOAT16: DType
 INT8: DType
 INT16: DType
 UINT8: DType
+SESSION_STEP_UNSPECIFIED: SessionStep
+SESSION_OPEN: SessionStep
+SESSION_FORWARD: SessionStep
+SESSION_BACKWARD: SessionStep
+SESSION_RUN: SessionStep
+SESSION_RELEASE: SessionStep
 
 class Tensor(_message.Message):
     __slots__ = ("dtype", "shape", "data")
@@ -438,3 +454,95 @@ class CheckGradientsResponse(_message.Message):
     CHECKS_FIELD_NUMBER: _ClassVar[int]
     checks: _containers.RepeatedCompositeFieldContainer[GradientCheck]
     def __init__(self, checks: _Optional[_Iterable[_Union[GradientCheck, _Mapping]]] = ...) -> None: ...
+
+class SessionRequest(_message.Message):
+    __slots__ = ("step", "graph", "chunk", "feeds", "output_grads", "wrt", "retain", "training", "seed", "pass_id", "no_grad", "keep_feeds", "patch_indices", "patch_values")
+    class FeedsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: Tensor
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[Tensor, _Mapping]] = ...) -> None: ...
+    class OutputGradsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: Tensor
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[Tensor, _Mapping]] = ...) -> None: ...
+    class PatchIndicesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: Tensor
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[Tensor, _Mapping]] = ...) -> None: ...
+    class PatchValuesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: Tensor
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[Tensor, _Mapping]] = ...) -> None: ...
+    STEP_FIELD_NUMBER: _ClassVar[int]
+    GRAPH_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_FIELD_NUMBER: _ClassVar[int]
+    FEEDS_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_GRADS_FIELD_NUMBER: _ClassVar[int]
+    WRT_FIELD_NUMBER: _ClassVar[int]
+    RETAIN_FIELD_NUMBER: _ClassVar[int]
+    TRAINING_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    PASS_ID_FIELD_NUMBER: _ClassVar[int]
+    NO_GRAD_FIELD_NUMBER: _ClassVar[int]
+    KEEP_FEEDS_FIELD_NUMBER: _ClassVar[int]
+    PATCH_INDICES_FIELD_NUMBER: _ClassVar[int]
+    PATCH_VALUES_FIELD_NUMBER: _ClassVar[int]
+    step: SessionStep
+    graph: GraphRef
+    chunk: TensorChunk
+    feeds: _containers.MessageMap[str, Tensor]
+    output_grads: _containers.MessageMap[str, Tensor]
+    wrt: _containers.RepeatedScalarFieldContainer[str]
+    retain: bool
+    training: bool
+    seed: int
+    pass_id: int
+    no_grad: bool
+    keep_feeds: bool
+    patch_indices: _containers.MessageMap[str, Tensor]
+    patch_values: _containers.MessageMap[str, Tensor]
+    def __init__(self, step: _Optional[_Union[SessionStep, str]] = ..., graph: _Optional[_Union[GraphRef, _Mapping]] = ..., chunk: _Optional[_Union[TensorChunk, _Mapping]] = ..., feeds: _Optional[_Mapping[str, Tensor]] = ..., output_grads: _Optional[_Mapping[str, Tensor]] = ..., wrt: _Optional[_Iterable[str]] = ..., retain: bool = ..., training: bool = ..., seed: _Optional[int] = ..., pass_id: _Optional[int] = ..., no_grad: bool = ..., keep_feeds: bool = ..., patch_indices: _Optional[_Mapping[str, Tensor]] = ..., patch_values: _Optional[_Mapping[str, Tensor]] = ...) -> None: ...
+
+class SessionResponse(_message.Message):
+    __slots__ = ("status", "graph_id", "chunk", "outputs", "grads", "released", "replica")
+    class OutputsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: Tensor
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[Tensor, _Mapping]] = ...) -> None: ...
+    class GradsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: Tensor
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[Tensor, _Mapping]] = ...) -> None: ...
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    GRAPH_ID_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_FIELD_NUMBER: _ClassVar[int]
+    OUTPUTS_FIELD_NUMBER: _ClassVar[int]
+    GRADS_FIELD_NUMBER: _ClassVar[int]
+    RELEASED_FIELD_NUMBER: _ClassVar[int]
+    REPLICA_FIELD_NUMBER: _ClassVar[int]
+    status: _status_pb2.Status
+    graph_id: str
+    chunk: TensorChunk
+    outputs: _containers.MessageMap[str, Tensor]
+    grads: _containers.MessageMap[str, Tensor]
+    released: bool
+    replica: str
+    def __init__(self, status: _Optional[_Union[_status_pb2.Status, _Mapping]] = ..., graph_id: _Optional[str] = ..., chunk: _Optional[_Union[TensorChunk, _Mapping]] = ..., outputs: _Optional[_Mapping[str, Tensor]] = ..., grads: _Optional[_Mapping[str, Tensor]] = ..., released: bool = ..., replica: _Optional[str] = ...) -> None: ...

@@ -26,7 +26,9 @@ if _version_not_supported:
 
 
 class GradServeStub(object):
-    """Runs backpropagation over computational graphs of plugin layers.
+    """---- end of the Session stream's messages ----
+
+    Runs backpropagation over computational graphs of plugin layers.
     """
 
     def __init__(self, channel):
@@ -75,10 +77,17 @@ class GradServeStub(object):
                 request_serializer=gradserve_dot_proto_dot_gradserve__pb2.CheckGradientsRequest.SerializeToString,
                 response_deserializer=gradserve_dot_proto_dot_gradserve__pb2.CheckGradientsResponse.FromString,
                 _registered_method=True)
+        self.Session = channel.stream_stream(
+                '/gradserve.v1.GradServe/Session',
+                request_serializer=gradserve_dot_proto_dot_gradserve__pb2.SessionRequest.SerializeToString,
+                response_deserializer=gradserve_dot_proto_dot_gradserve__pb2.SessionResponse.FromString,
+                _registered_method=True)
 
 
 class GradServeServicer(object):
-    """Runs backpropagation over computational graphs of plugin layers.
+    """---- end of the Session stream's messages ----
+
+    Runs backpropagation over computational graphs of plugin layers.
     """
 
     def ListLayers(self, request, context):
@@ -135,6 +144,15 @@ class GradServeServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Session(self, request_iterator, context):
+        """A session as long as the stream: SESSION_OPEN first, then forward, backward, run and release steps,
+        each answered in order (an error answers that step alone). Closing the stream frees the session;
+        a stream stays on one replica behind every balancer.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_GradServeServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -178,6 +196,11 @@ def add_GradServeServicer_to_server(servicer, server):
                     request_deserializer=gradserve_dot_proto_dot_gradserve__pb2.CheckGradientsRequest.FromString,
                     response_serializer=gradserve_dot_proto_dot_gradserve__pb2.CheckGradientsResponse.SerializeToString,
             ),
+            'Session': grpc.stream_stream_rpc_method_handler(
+                    servicer.Session,
+                    request_deserializer=gradserve_dot_proto_dot_gradserve__pb2.SessionRequest.FromString,
+                    response_serializer=gradserve_dot_proto_dot_gradserve__pb2.SessionResponse.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'gradserve.v1.GradServe', rpc_method_handlers)
@@ -187,7 +210,9 @@ def add_GradServeServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class GradServe(object):
-    """Runs backpropagation over computational graphs of plugin layers.
+    """---- end of the Session stream's messages ----
+
+    Runs backpropagation over computational graphs of plugin layers.
     """
 
     @staticmethod
@@ -396,6 +421,33 @@ class GradServe(object):
             '/gradserve.v1.GradServe/CheckGradients',
             gradserve_dot_proto_dot_gradserve__pb2.CheckGradientsRequest.SerializeToString,
             gradserve_dot_proto_dot_gradserve__pb2.CheckGradientsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Session(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/gradserve.v1.GradServe/Session',
+            gradserve_dot_proto_dot_gradserve__pb2.SessionRequest.SerializeToString,
+            gradserve_dot_proto_dot_gradserve__pb2.SessionResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -27,6 +27,13 @@ def send(part: str, message: Message, tensors: Mapping[str, Mapping[str, np.ndar
     Every array is checked and described in the first chunk now, so that an unsupported dtype raises here;
     the data chunks are made as the caller consumes them, one at a time.
     """
+    arrays = announce(message, tensors)  # before RunChunk copies the message
+    return _chunks(pb.RunChunk(**{part: message}), arrays, chunk_bytes)
+
+
+def announce(message: Message, tensors: Mapping[str, Mapping[str, np.ndarray]]) -> list[tuple[str, str, object]]:
+    """Put each array's dtype and shape, with empty data, into ``message``'s tensor maps (raising for an
+    unsupported dtype); return (field, name, bytes) of those whose data is to follow in chunks."""
     arrays = []
     for field, named in tensors.items():
         target = getattr(message, field)
@@ -36,7 +43,14 @@ def send(part: str, message: Message, tensors: Mapping[str, Mapping[str, np.ndar
             target[name].shape[:] = array.shape
             if array.nbytes:
                 arrays.append((field, name, np.ascontiguousarray(array).reshape(-1).view(np.uint8)))
-    return _chunks(pb.RunChunk(**{part: message}), arrays, chunk_bytes)
+    return arrays
+
+
+def data_chunks(arrays, chunk_bytes: int = CHUNK_BYTES) -> Iterator[DataChunk]:
+    """The DataChunks that carry ``announce``'s arrays."""
+    for field, name, data in arrays:
+        for start in range(0, data.size, chunk_bytes):
+            yield DataChunk(field, name, data[start:start + chunk_bytes])
 
 
 class DataChunk(NamedTuple):
@@ -49,9 +63,7 @@ class DataChunk(NamedTuple):
 
 def _chunks(first: pb.RunChunk, arrays, chunk_bytes: int) -> Iterator[pb.RunChunk | DataChunk]:
     yield first
-    for field, name, data in arrays:
-        for start in range(0, data.size, chunk_bytes):
-            yield DataChunk(field, name, data[start:start + chunk_bytes])
+    yield from data_chunks(arrays, chunk_bytes)
 
 
 _CHUNK_TAG = 3 << 3 | wire.LEN  # RunChunk.chunk
@@ -72,7 +84,7 @@ def serialize(chunk: pb.RunChunk | DataChunk) -> bytes:
 def deserialize(data: bytes) -> pb.RunChunk | DataChunk:
     """RunStream's deserializer, both ways: a TensorChunk becomes a DataChunk viewing ``data`` in place."""
     try:
-        return _data_chunk(data)
+        return data_chunk(data)
     except wire.Unexpected:  # the first message, or an encoding this reader does not expect: protobuf decides
         chunk = pb.RunChunk.FromString(data)
         if chunk.WhichOneof("part") == "chunk":
@@ -80,7 +92,9 @@ def deserialize(data: bytes) -> pb.RunChunk | DataChunk:
         return chunk
 
 
-def _data_chunk(data: bytes) -> DataChunk:
+def data_chunk(data: bytes) -> DataChunk:
+    """The DataChunk of a message whose one field is a TensorChunk numbered 3 (RunChunk's, and the Session
+    stream's), viewing ``data`` in place; raise wire.Unexpected for any other message."""
     tag, position = wire.read_varint(data, 0)
     size, position = wire.read_varint(data, position) if tag == _CHUNK_TAG else (0, 0)
     if tag != _CHUNK_TAG or position + size != len(data):
@@ -118,33 +132,50 @@ def receive(chunks: Iterable[pb.RunChunk], part: str, fields: Iterable[str],
         raise TensorError(f"a RunStream starts with a RunChunk whose {part} is set")
     message = getattr(first, part)
     tensors: dict[str, dict[str, RawTensor]] = {}
-    buffers: dict[tuple[str, str], list] = {}  # (field, name) -> [buffer, bytes filled]
     for field in fields:
         tensors[field] = dict(getattr(message, field).items())
         message.ClearField(field)
-    sizes = {}  # (field, name) -> (element count, item size)
-    for field, named in tensors.items():
-        for name, tensor in named.items():
-            itemsize = numpy_dtype(tensor.dtype, repr(name)).itemsize
-            sizes[field, name] = element_count(tensor.shape, itemsize, repr(name)), itemsize
-    if check_sizes is not None:
-        check_sizes((name, count) for (_, name), (count, _) in sizes.items())
-    if reserve is not None:
-        reserve(sum(count * itemsize for (field, name), (count, itemsize) in sizes.items()
-                    if not tensors[field][name].data))
-    for field, named in tensors.items():
-        for name, tensor in named.items():
-            data = tensor.data
-            if not data:
-                count, itemsize = sizes[field, name]
-                buffer = np.empty(count * itemsize, np.uint8)
-                buffers[field, name] = [buffer, 0]
-                data = memoryview(buffer).toreadonly()
-            named[name] = RawTensor(tensor.dtype, tuple(tensor.shape), data)
+    assembler = Assembler(tensors, check_sizes, reserve)
     for chunk in chunks:
         if not isinstance(chunk, DataChunk):
             raise TensorError(f"a RunStream sends its {part} once, first; then only chunks")
-        slot = buffers.get((chunk.field, chunk.name))
+        assembler.add(chunk)
+    assembler.check_complete()
+    return message, tensors
+
+
+class Assembler:
+    """Buffers for the tensors of a first message whose data is to follow (empty data, elements in the shape),
+    filled in place by their chunks; ``tensors`` (field -> {name: tensor}) then hold RawTensors over them."""
+
+    def __init__(self, tensors: dict[str, dict], check_sizes: SizeCheck | None = None,
+                 reserve: Callable[[int], None] | None = None):
+        """``check_sizes`` is told each announced tensor's element count, then ``reserve`` the bytes of the
+        buffers about to be made for the chunks; either may raise to refuse them."""
+        sizes = {}  # (field, name) -> (element count, item size)
+        for field, named in tensors.items():
+            for name, tensor in named.items():
+                itemsize = numpy_dtype(tensor.dtype, repr(name)).itemsize
+                sizes[field, name] = element_count(tensor.shape, itemsize, repr(name)), itemsize
+        if check_sizes is not None:
+            check_sizes((name, count) for (_, name), (count, _) in sizes.items())
+        if reserve is not None:
+            reserve(sum(count * itemsize for (field, name), (count, itemsize) in sizes.items()
+                        if not tensors[field][name].data))
+        self.buffers: dict[tuple[str, str], list] = {}  # (field, name) -> [buffer, bytes filled]
+        for field, named in tensors.items():
+            for name, tensor in named.items():
+                data = tensor.data
+                if not data:
+                    count, itemsize = sizes[field, name]
+                    buffer = np.empty(count * itemsize, np.uint8)
+                    self.buffers[field, name] = [buffer, 0]
+                    data = memoryview(buffer).toreadonly()
+                named[name] = RawTensor(tensor.dtype, tuple(tensor.shape), data)
+        self.missing = sum(buffer.size for buffer, _ in self.buffers.values())  # bytes still to come
+
+    def add(self, chunk: DataChunk) -> None:
+        slot = self.buffers.get((chunk.field, chunk.name))
         if slot is None:
             raise TensorError(f"a chunk for {chunk.field} {chunk.name!r}, which the first message does not "
                               "announce with empty data")
@@ -154,7 +185,9 @@ def receive(chunks: Iterable[pb.RunChunk], part: str, fields: Iterable[str],
             raise TensorError(f"{chunk.field} {chunk.name!r}: the chunks carry more than its {buffer.size} bytes")
         buffer[filled:filled + len(data)] = np.frombuffer(data, np.uint8)
         slot[1] = filled + len(data)
-    for (field, name), (buffer, filled) in buffers.items():
-        if filled != buffer.size:
-            raise TensorError(f"{field} {name!r}: the chunks carried {filled} of its {buffer.size} bytes")
-    return message, tensors
+        self.missing -= len(data)
+
+    def check_complete(self) -> None:
+        for (field, name), (buffer, filled) in self.buffers.items():
+            if filled != buffer.size:
+                raise TensorError(f"{field} {name!r}: the chunks carried {filled} of its {buffer.size} bytes")

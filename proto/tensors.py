@@ -1,4 +1,4 @@
-"""numpy <-> Tensor: zero-copy views on the way in, one copy on the way out."""
+"""numpy <-> Tensor: read-only views on the way in (a copy where the bytes are unaligned), one copy on the way out."""
 
 from __future__ import annotations
 

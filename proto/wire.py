@@ -23,7 +23,7 @@ import numpy as np
 from google.protobuf.message import Message
 
 from gradserve.proto import gradserve_pb2 as pb
-from gradserve.proto.tensors import native_array
+from gradserve.proto.tensors import native_array, to_tensor_map
 
 _VARINT, _I64, LEN, _I32 = 0, 1, 2, 5
 _FIXED_SIZE = {_I64: 8, _I32: 4}
@@ -93,87 +93,29 @@ def encode(message: Message, tensors: Mapping[str, Mapping[str, np.ndarray]], nb
         return Encoded(message, _encode_small(message, tensors))
     fields = message.DESCRIPTOR.fields_by_name
     parts = [message.SerializeToString()]
-    offset = len(parts[0])  # bytes of the message so far
     for field_name, arrays in tensors.items():
         tag = varint(fields[field_name].number << 3 | LEN)
         for name, array in arrays.items():
             array, code = native_array(array)
             nbytes = array.nbytes
-            entry_head = _aligned_entry_head(offset + len(tag), _entry_parts(name, code, array.shape, nbytes), nbytes)
+            entry_head = _entry_head(name, code, array.shape, nbytes)
             parts += [tag, varint(len(entry_head) + nbytes), entry_head, _bytes_of(array)]
-            offset += len(tag) + len(parts[-3]) + len(entry_head) + nbytes
     return Encoded(message, b"".join(parts))  # the one copy of the tensor bytes
 
 
-#: The bytes of a small tensor's map entry up to its data, by (message type, field, name, dtype code, shape):
-#: the Runs of one graph send the same ones every time. With them an entry costs the array's bytes and a
-#: join (2.4 µs for a tiny Run's four answers, against 6.5 through protobuf's message objects).
-_SMALL_HEADS: dict[tuple, bytes] = {}
-_SMALL_HEADS_MAX = 4096  # a bound for servers that see many names and shapes; past it the cache starts over
-
-
 def _encode_small(message: Message, tensors: Mapping[str, Mapping[str, np.ndarray]]) -> bytes:
-    descriptor = message.DESCRIPTOR
-    parts = [message.SerializeToString()]
+    """Small maps go into the message itself: protobuf's C code is faster than the hand writer for them."""
     for field_name, arrays in tensors.items():
-        for name, array in arrays.items():
-            array, code = native_array(array)
-            key = (descriptor, field_name, name, code, array.shape)
-            head = _SMALL_HEADS.get(key)
-            if head is None:
-                if len(_SMALL_HEADS) >= _SMALL_HEADS_MAX:
-                    _SMALL_HEADS.clear()
-                number = descriptor.fields_by_name[field_name].number
-                entry_head = _entry_head(_entry_parts(name, code, array.shape, array.nbytes), array.nbytes)
-                head = _SMALL_HEADS[key] = varint(number << 3 | LEN) + varint(len(entry_head) + array.nbytes) \
-                    + entry_head
-            parts.append(head)
-            parts.append(array.tobytes())
-    return b"".join(parts)
+        to_tensor_map(arrays, getattr(message, field_name))
+    return message.SerializeToString()
 
 
-def _entry_parts(name: str, code: int, shape: tuple[int, ...], nbytes: int) -> tuple[bytes, bytes, bytes]:
-    """A map entry's key and the tag of its value, its Tensor's fields before data, and data's tag and length."""
+def _entry_head(name: str, code: int, shape: tuple[int, ...], nbytes: int) -> bytes:
+    """A map entry's bytes up to its tensor's data: the key, the value's tag and length, the Tensor's dtype and
+    shape, and the data's tag and length."""
     key = name.encode()
-    return (_ENTRY_KEY + varint(len(key)) + key + _ENTRY_VALUE,
-            pb.Tensor(dtype=code, shape=shape).SerializeToString(), _TENSOR_DATA + varint(nbytes))
-
-
-def _entry_head(parts: tuple[bytes, bytes, bytes], nbytes: int, pad: bytes = b"") -> bytes:
-    """A map entry's bytes up to its tensor's data, with ``pad`` (a field the reader skips) before the data."""
-    entry_key, tensor_head, data_head = parts
-    return entry_key + varint(len(tensor_head) + len(pad) + len(data_head) + nbytes) + tensor_head + pad + data_head
-
-
-#: Tensor data starts at a multiple of this many bytes into the message (Tensor's reserved field 15 pads):
-#: the receiver's buffer is at least this aligned, so it reads every array in place (an unaligned one it
-#: would copy).
-ALIGN = 16
-_PAD_TAG = bytes([15 << 3 | LEN])
-
-
-def _aligned_entry_head(start: int, parts: tuple[bytes, bytes, bytes], nbytes: int) -> bytes:
-    """A map entry's bytes up to its tensor data, padded so the data begins at a multiple of ALIGN
-    (``start``: where the entry's length prefix begins in the message)."""
-    entry_key, tensor_head, data_head = parts
-    fixed = len(entry_key) + len(tensor_head) + len(data_head)
-
-    def misalignment(pad_size: int) -> int:
-        tensor_size = len(tensor_head) + pad_size + len(data_head) + nbytes
-        head_size = fixed + _varint_size(tensor_size) + pad_size
-        return (start + _varint_size(head_size + nbytes) + head_size) % ALIGN
-
-    short = -misalignment(0) % ALIGN  # the padding needed, unless it changes a length prefix's size
-    guess = short if short != 1 else short + ALIGN  # a pad field takes at least 2 bytes
-    for pad_size in (guess, 0, *range(2, 2 * ALIGN + 2)):
-        if misalignment(pad_size) == 0:
-            pad = _PAD_TAG + varint(pad_size - 2) + bytes(pad_size - 2) if pad_size else b""
-            return _entry_head(parts, nbytes, pad)
-    return _entry_head(parts, nbytes)
-
-
-def _varint_size(value: int) -> int:
-    return max(1, (value.bit_length() + 6) // 7)
+    tensor_head = pb.Tensor(dtype=code, shape=shape).SerializeToString() + _TENSOR_DATA + varint(nbytes)
+    return _ENTRY_KEY + varint(len(key)) + key + _ENTRY_VALUE + varint(len(tensor_head) + nbytes) + tensor_head
 
 
 def serialize(encoded: Encoded) -> bytes:
@@ -258,7 +200,7 @@ _DTYPE_TAG, _SHAPE_PACKED, _SHAPE_ONE = 1 << 3 | _VARINT, 2 << 3 | LEN, 2 << 3 |
 
 
 def _tensor(data: bytes, view: memoryview, position: int, end: int) -> RawTensor:
-    """A Tensor's fields, its data a view of ``data``; fields it does not know are skipped (the padding)."""
+    """A Tensor's fields, its data a view of ``data``; fields it does not know are skipped, as protobuf skips them."""
     dtype, shape, payload = 0, [], view[0:0]
     while position < end:
         tag, position = read_varint(data, position)

@@ -63,10 +63,10 @@ def runs(command):
         args = SimpleNamespace(command=ctx.info_name, **params)
         if ctx.obj is _PARSE_ONLY:
             return args
-        from gradserve.server.runtime.logs import configure_logging
+        from gradserve.server.runtime.logs import logging_to_stderr
 
-        configure_logging(params.get("log_level", "INFO"), params.get("log_json", False))
-        return command(args)
+        with logging_to_stderr(params.get("log_level", "INFO"), params.get("log_json", False)):
+            return command(args)
 
     return callback
 

@@ -9,6 +9,8 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from gradserve.plugins import Layer, SchemaError
+from gradserve.plugins.layer import describe
+from gradserve.plugins.numerical import central_differences
 
 #: Every check, in the order they run; a ConformanceError names one of them.
 CHECKS = (
@@ -204,13 +206,13 @@ class _Checker:
             result = (result,)
         elif not isinstance(result, tuple) or len(result) != len(declared):
             self.fail("forward", f"declares {len(declared)} outputs {declared} but forward returned "
-                                 f"{_describe(result)}; return a tuple in that order")
+                                 f"{describe(result)}; return a tuple in that order")
         outs = []
         for name, value in zip(declared, result):
             if isinstance(value, (np.generic, int, float, bool)):
                 value = np.asarray(value)
             if not isinstance(value, np.ndarray):
-                self.fail("forward", f"output {name!r} is {_describe(value)}, not a numpy array")
+                self.fail("forward", f"output {name!r} is {describe(value)}, not a numpy array")
             outs.append(value)
         return outs
 
@@ -248,12 +250,12 @@ class _Checker:
         names = self.cls.inputs
         if not isinstance(grads, tuple) or len(grads) != len(names):
             self.fail("backward", f"backward must return a tuple with one gradient per input {names} "
-                                  f"(None where none), got {_describe(grads)}")
+                                  f"(None where none), got {describe(grads)}")
         differentiable = set(self.cls.differentiable_inputs())
         for name, grad, value in zip(names, grads, arrays):
             if name not in differentiable:
                 if grad is not None:
-                    self.fail("unexpected gradient", f"backward returned {_describe(grad)} for an input that "
+                    self.fail("unexpected gradient", f"backward returned {describe(grad)} for an input that "
                                                      f"`differentiable` leaves out; return None for it", name)
                 continue
             if value.dtype.kind != "f":
@@ -287,12 +289,12 @@ class _Checker:
             partial = self.backward(layer, self.douts(outs))
             if not isinstance(partial, tuple) or len(partial) != len(names):
                 self.fail("backward", f"backward must return a tuple with one gradient per input {names} "
-                                      f"(None where none), got {_describe(partial)}")
+                                      f"(None where none), got {describe(partial)}")
             got = partial[k]
             if got is None or np.shape(got) != np.shape(grads[k]) or not np.allclose(
                     got, grads[k], rtol=self.rtol, atol=self.atol):
                 self.fail("needed gradients", f"with needs_input_grad {layer.needs_input_grad} backward gave "
-                                              f"{_describe(got)}, not the gradient it gives when every one is "
+                                              f"{describe(got)}, not the gradient it gives when every one is "
                                               f"needed", names[k])
         self.passed.append("needed gradients")
 
@@ -313,7 +315,7 @@ class _Checker:
                 continue
             if a is None or b is None or not _same(np.asarray(a), np.asarray(b)):
                 detail = _first_difference(np.asarray(b), np.asarray(a)) if a is not None and b is not None else \
-                    f"{_describe(a)} then {_describe(b)}"
+                    f"{describe(a)} then {describe(b)}"
                 self.fail("determinism", f"two runs with the same inputs, attributes and seed gave different "
                                          f"{what} {name!r}: {detail}; draw random numbers from self.rng only")
 
@@ -348,15 +350,8 @@ class _Checker:
             positions = np.arange(base.size)
             if base.size > self.max_elements:
                 positions = np.sort(sample.choice(base.size, self.max_elements, replace=False))
-            numerical = np.zeros((len(seeded), positions.size))
-            for j, p in enumerate(positions):
-                current = list(arrays)
-                for sign in (1, -1):
-                    bumped = base.copy()
-                    bumped.flat[p] += sign * self.eps
-                    current[i] = bumped
-                    numerical[:, j] += sign * losses(current)
-            numerical /= 2 * self.eps
+            numerical = central_differences(lambda bumped: losses([*arrays[:i], bumped, *arrays[i + 1:]]), base,
+                                            self.eps, positions).reshape(len(seeded), positions.size)
             name = self.cls.inputs[i]
             self.compare(name, base.shape, positions, np.asarray(grads[i]), numerical.sum(axis=0),
                          "with every output seeded")
@@ -397,7 +392,7 @@ def _same(a: np.ndarray, b: np.ndarray) -> bool:
 
 def _first_difference(now: np.ndarray, before: np.ndarray) -> str:
     if now.shape != before.shape or now.dtype != before.dtype:
-        return f"was {_describe(before)}, now {_describe(now)}"
+        return f"was {describe(before)}, now {describe(now)}"
     equal = now == before
     if now.dtype.kind in "fc":
         equal |= np.isnan(now) & np.isnan(before)
@@ -407,16 +402,8 @@ def _first_difference(now: np.ndarray, before: np.ndarray) -> str:
             f"was {before[index].item()!r}, now {now[index].item()!r}")
 
 
-def _describe(value) -> str:
-    if isinstance(value, np.ndarray):
-        return f"{value.dtype.name} array of shape {value.shape}"
-    if isinstance(value, tuple):
-        return f"a tuple of {len(value)}"
-    return type(value).__name__
-
-
 def _describe_all(values) -> str:
-    return "[" + ", ".join("None" if v is None else _describe(np.asarray(v)) for v in values) + "]"
+    return "[" + ", ".join("None" if v is None else describe(np.asarray(v)) for v in values) + "]"
 
 
 def _numbers(array: np.ndarray) -> str:

@@ -194,6 +194,15 @@ def root_logging():
     root.handlers[:], root.level = saved[0], saved[1]
 
 
+def test_a_command_run_in_process_leaves_logging_as_it_found_it(capsys):
+    """main() configures logging for its command only: no handler or level of its stays on the root logger
+    (it would log this process's other servers' calls to stderr between tests)."""
+    root = logging.getLogger()
+    before = root.handlers[:], root.level
+    assert main(["plugins"]) == 0
+    assert (root.handlers, root.level) == before
+
+
 def test_logging_writes_to_the_current_stderr_after_the_first_is_closed(root_logging, monkeypatch):
     """Logging set up while one sys.stderr was in place writes to its successor once it is closed (pytest's
     capture closes its stream after each test): no `--- Logging error ---`."""

@@ -48,7 +48,10 @@ def builtin_cases() -> dict[str, list[Case]]:
     extra = {
         "Mul": [Case({"x": normal(2, 3), "y": normal()}, id="scalar")],
         "Div": [Case({"x": normal(), "y": positive(2, 3)}, id="scalar")],
-        "MatMul": [Case({"x": normal(3), "y": normal(3)}, id="dot"), Case({"x": normal(2, 3), "y": normal(3)})],
+        "MatMul": [Case({"x": normal(3), "y": normal(3)}, id="dot"), Case({"x": normal(2, 3), "y": normal(3)}),
+                   # batch axes broadcast both ways: the gradients sum back over the copies
+                   Case({"x": normal(2, 1, 3, 4), "y": normal(5, 4, 2)}, id="batch-broadcast"),
+                   Case({"x": normal(3, 4), "y": normal(2, 4, 5)}, id="matrix-times-batch")],
         "Dropout": [Case({"x": normal(3, 4)}, {"ratio": 0.3}, training=True, seed=11)],
         "BatchNormalization": [Case(batchnorm_inputs(5, 3), training=True, id="training"),
                                Case(batchnorm_inputs(4, 2, 2, 2), training=True, id="training-4d")],

@@ -203,3 +203,15 @@ def test_engine_asks_affine_for_no_gradient_of_its_data_input(registry):
     retained.backward(wrt=["W", "b"])
     again = retained.backward()
     assert set(again) == set(every) and all(np.array_equal(again[k], every[k]) for k in every)
+
+
+def test_forward_only_runs_no_backward(registry):
+    """wrt FORWARD_ONLY gives outputs and no gradients, and needs no seed (a non-scalar output without one)."""
+    plan = compile_graph(graph(["x"], [("y", "Relu", ["x"])], ["y"]), registry)
+    x = np.array([-1.0, 2.0])
+    outputs, grads = engine.run(plan, {"x": x}, wrt=engine.FORWARD_ONLY)
+    assert grads == {} and np.array_equal(outputs["y"], [0.0, 2.0])
+    state, grads = engine.forward_backward(plan, {"x": x}, wrt=engine.FORWARD_ONLY, value_grads={})
+    assert grads == {} and np.array_equal(state.named_values()["y"], [0.0, 2.0])
+    with pytest.raises(Exception, match="no output is a scalar"):
+        engine.run(plan, {"x": x})  # with gradients asked, the same call needs a seed

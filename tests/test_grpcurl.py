@@ -54,13 +54,14 @@ APPLE = {
 
 
 def test_reflection_lists_our_services(target):
-    """Reflection lists GradServe with its seven methods, health and reflection itself."""
+    """Reflection lists GradServe with its methods, health and reflection itself."""
     services = grpcurl(target, "list").split()
     assert {"gradserve.v1.GradServe", "grpc.health.v1.Health"} <= set(services)
     assert any(s.startswith("grpc.reflection.") for s in services)
     methods = grpcurl(target, "list", "gradserve.v1.GradServe").split()
     assert sorted(m.rsplit(".", 1)[1] for m in methods) == sorted(
-        ["ListLayers", "RegisterGraph", "Forward", "Backward", "ReleaseSession", "Run", "RunStream", "CheckGradients"])
+        ["ListLayers", "RegisterGraph", "Forward", "Backward", "ReleaseSession", "Run", "RunStream", "CheckGradients",
+         "Session"])
 
 
 def test_health_check_is_serving(target):
@@ -106,4 +107,6 @@ def test_every_documented_command_works(target):
     assert out.count('"data": "AAAAAAAwkUA="') >= 3  # price 1100 from Run by graph, by id, by name, Forward
     assert '"data": "AAAAQAAAIEE="' in out  # loss [2, 10] of the float32 array example
     assert '"released": true' in out and '"max_abs_diff"' in out
+    assert '"reason":"SessionError"' in out.replace(" ", "")  # the Session stream's failed step, answered
+    assert '"data": "AQAAAACAa0A="' in out  # ... and its run step after it: d price / d apple_num = 220
     assert '"graphId"' in out  # the .proto (not reflection) call

@@ -42,6 +42,20 @@ def test_node_apple_example_equals_python_client(client, target):
     assert [printed["grads"][k] for k in ("apple", "apple_num", "tax")] == pytest.approx([5.5, 220, 1000])
 
 
+def test_node_session_example_answers_every_step_in_order(target):
+    """node session.js: five steps on one stream, each answered in order with the chapter's numbers; the
+    backward with no kept pass is answered NOT_FOUND and the run after it still succeeds."""
+    done = subprocess.run([NODE, str(EXAMPLE / "session.js"), target], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    lines = [json.loads(line) for line in done.stdout.splitlines()]
+    assert [line["step"] for line in lines] == ["SESSION_OPEN", "SESSION_FORWARD", "SESSION_BACKWARD",
+                                                "SESSION_BACKWARD", "SESSION_RUN"]
+    assert lines[0]["graph_id"] and lines[1]["outputs"]["price"] == pytest.approx(1100)
+    assert lines[2]["grads"] == pytest.approx({"apple": 5.5, "tax": 1000})
+    assert lines[3]["status"]["code"] == "NOT_FOUND" and "no forward pass" in lines[3]["status"]["message"]
+    assert lines[4]["outputs"]["price"] == pytest.approx(1100) and lines[4]["grads"]["apple_num"] == pytest.approx(220)
+
+
 def test_node_example_reports_an_unreachable_server():
     """Against a port nobody listens on, the example exits non-zero with the gRPC status on stderr."""
     with socket.socket() as probe:  # a port that was free a moment ago, now closed

@@ -28,8 +28,7 @@ def test_wire_encoding_is_the_protobuf_message(monkeypatch):
     to_tensor_map(arrays, expected.feeds)
     encoded = wire.encode(pb.RunRequest(graph=pb.GraphRef(graph_id="g"), wrt=["x"]), {"feeds": arrays})
     parsed = pb.RunRequest.FromString(encoded.data)
-    parsed.DiscardUnknownFields()  # the padding before each tensor's data (Tensor's reserved field 15)
-    assert parsed == expected
+    assert parsed == expected and parsed.SerializeToString() == expected.SerializeToString()
     decoded = wire.Decoder(pb.RunRequest).decode(expected.SerializeToString())
     assert decoded.graph.graph_id == "g" and list(decoded.wrt) == ["x"]
     for name, array in from_tensor_map(decoded.tensors["feeds"]).items():
@@ -37,28 +36,25 @@ def test_wire_encoding_is_the_protobuf_message(monkeypatch):
             np.array_equal(array, arrays[name]), name
 
 
-def test_small_wire_encoding_is_the_protobuf_message(monkeypatch):
-    """Small messages reuse each entry's head (by field, name, dtype, shape): the same message protobuf builds,
-    also when one name comes back with another shape or dtype, and after the cache of heads starts over."""
-    monkeypatch.setattr(wire, "_SMALL_HEADS_MAX", 3)
+def test_small_wire_encoding_is_the_protobuf_message():
+    """Below SMALL_BYTES the maps go through protobuf: the same message, whatever dtype, byte order or shape."""
     rounds = [
         {"x": np.arange(6.0).reshape(2, 3)[:, ::2], "b": np.array([True, False]), "s": np.asarray(3)},
         {"x": np.arange(3, dtype=">f4"), "b": np.zeros((0, 2), np.int32), "s": np.asarray(3)},
         {"x": np.arange(6.0).reshape(2, 3)[:, ::2], "s": np.float64(2.5)},
     ]
-    for arrays in rounds * 2:
+    for arrays in rounds:
         expected = pb.RunResponse(graph_id="g")
         to_tensor_map(arrays, expected.grads)
         encoded = wire.encode(pb.RunResponse(graph_id="g"), {"outputs": {}, "grads": arrays})
         assert pb.RunResponse.FromString(encoded.data) == expected
-        assert len(wire._SMALL_HEADS) <= 3
 
 
-def test_wire_encoding_aligns_tensor_data_so_the_receiver_reads_it_in_place():
-    """Every tensor's data starts at a multiple of wire.ALIGN in the message: decoded arrays are views, not copies,
-    whatever the lengths of the names and ids before them."""
+def test_wire_decoder_reads_tensor_data_at_any_offset():
+    """Whatever the lengths of the names and ids before them, decoded arrays have the sent values and are aligned
+    (views of the message where its bytes are, copies where they are not)."""
     rng = np.random.default_rng(0)
-    for graph_id_length in range(0, 40):
+    for graph_id_length in range(0, 24):
         arrays = {"x" * int(rng.integers(1, 30)): np.arange(int(rng.integers(1, 5000)), dtype=dtype)
                   for dtype in ("f8", "f4", "i2", "u1")}
         arrays["big"] = np.ones((300, 30), np.float64)  # past SMALL_BYTES together: the wire.py writer
@@ -66,9 +62,8 @@ def test_wire_encoding_aligns_tensor_data_so_the_receiver_reads_it_in_place():
         data = wire.encode(request, {"feeds": arrays}).data
         decoded = from_tensor_map(wire.Decoder(pb.RunRequest).decode(data).tensors["feeds"])
         for name, array in arrays.items():
-            assert np.array_equal(decoded[name], array) and not decoded[name].flags.owndata, name
-        offsets = [data.find(array.tobytes()) for array in arrays.values() if array.nbytes > 64]
-        assert all(offset % wire.ALIGN == 0 for offset in offsets), offsets
+            assert np.array_equal(decoded[name], array) and decoded[name].flags.aligned, name
+            assert decoded[name].dtype == array.dtype and not decoded[name].flags.writeable, name
 
 
 def test_wire_decoder_leaves_unexpected_bytes_to_protobuf(monkeypatch):

@@ -12,6 +12,9 @@ const grpc = require("@grpc/grpc-js");
 const protoLoader = require("@grpc/proto-loader");
 
 const PROTO = path.join(__dirname, "..", "..", "proto", "gradserve.proto");
+// gradserve.proto imports google/rpc/status.proto (the Session stream's per-step status): a copy of
+// googleapis' file is here, as grpc-js projects vendor it.
+const INCLUDE = path.join(__dirname, "protos");
 
 // Tensors are raw little-endian bytes in C order; these are the element types this example reads and writes.
 const DTYPES = {
@@ -24,7 +27,7 @@ const DTYPES = {
 function loadService() {
   // keepCase keeps the .proto's field names; longs as Numbers suit tensor shapes.
   const options = { keepCase: true, longs: Number, enums: String, defaults: true, oneofs: true };
-  const definition = protoLoader.loadSync(PROTO, options);
+  const definition = protoLoader.loadSync(PROTO, { ...options, includeDirs: [INCLUDE] });
   return grpc.loadPackageDefinition(definition).gradserve.v1.GradServe;
 }
 

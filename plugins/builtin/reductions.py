@@ -182,5 +182,23 @@ class ArgMin(_ArgExtremum):
     find = staticmethod(lambda x, axis: np.argmin(x, axis=axis))
 
 
+class Det(Layer):
+    """Determinant of each square matrix in the last two axes (the gradient needs x invertible)."""
+
+    inputs = ("x",)
+
+    def forward(self, x):
+        if x.ndim < 2 or x.shape[-1] != x.shape[-2]:
+            raise ValueError(f"Det takes square matrices in the last two axes, got shape {x.shape}")
+        self.x = x
+        self.out = np.linalg.det(x).astype(x.dtype, copy=False)
+        return self.out
+
+    def backward(self, dout):
+        # d det(X) / dX = det(X) * inv(X)^T (Jacobi's formula).
+        scale = (dout * self.out)[..., np.newaxis, np.newaxis]
+        return ((scale * np.swapaxes(np.linalg.inv(self.x), -1, -2)).astype(dout.dtype, copy=False),)
+
+
 LAYERS = (ReduceMax, ReduceMin, ReduceProd, ReduceSumSquare, ReduceL1, ReduceL2, ReduceLogSum, ReduceLogSumExp,
-          ArgMax, ArgMin)
+          ArgMax, ArgMin, Det)

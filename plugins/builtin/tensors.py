@@ -78,6 +78,16 @@ class Slice(Layer):
         return (dx,)
 
 
+def _indices_along(data, axis: int, indices) -> tuple[int, np.ndarray]:
+    """The axis (negative counted from the end) and ``indices`` into it with negatives counted from the end;
+    ValueError for an index outside the axis (Gather's and GatherElements' rule)."""
+    axis = _axis(axis, data.ndim)
+    n = data.shape[axis]
+    if indices.size and (indices.min() < -n or indices.max() >= n):
+        raise ValueError(f"indices outside [-{n}, {n - 1}] for axis {axis} of length {n}")
+    return axis, np.where(indices < 0, indices + n, indices)
+
+
 class Gather(Layer):
     """Slices of data picked by integer indices along an axis (embeddings: the gradient adds into the rows)."""
 
@@ -86,12 +96,8 @@ class Gather(Layer):
     attributes = {"axis": Attr("int", 0, "the axis indexed")}
 
     def forward(self, data, indices):
-        axis = _axis(self.axis, data.ndim)
-        n = data.shape[axis]
-        if indices.size and (indices.min() < -n or indices.max() >= n):
-            raise ValueError(f"indices outside [-{n}, {n - 1}] for axis {axis} of length {n}")
-        self.shape, self.axis_, self.indices = data.shape, axis, np.where(indices < 0, indices + n, indices)
-        return np.take(data, self.indices, axis=axis)
+        self.shape, self.axis_, self.indices = data.shape, *_indices_along(data, self.axis, indices)
+        return np.take(data, self.indices, axis=self.axis_)
 
     def backward(self, dout):
         axis, k = self.axis_, self.indices.ndim
@@ -109,12 +115,8 @@ class GatherElements(Layer):
     attributes = {"axis": Attr("int", 0, "the axis indexed")}
 
     def forward(self, data, indices):
-        axis = _axis(self.axis, data.ndim)
-        n = data.shape[axis]
-        if indices.size and (indices.min() < -n or indices.max() >= n):
-            raise ValueError(f"indices outside [-{n}, {n - 1}] for axis {axis} of length {n}")
-        self.shape, self.axis_, self.indices = data.shape, axis, np.where(indices < 0, indices + n, indices)
-        return np.take_along_axis(data, self.indices, axis=axis)
+        self.shape, self.axis_, self.indices = data.shape, *_indices_along(data, self.axis, indices)
+        return np.take_along_axis(data, self.indices, axis=self.axis_)
 
     def backward(self, dout):
         dx = np.zeros(self.shape, dtype=dout.dtype)
@@ -457,5 +459,158 @@ class OneHot(Layer):
         return None, None, np.array([np.sum(dout) - on, on], dtype=dout.dtype)
 
 
+def _index_check(indices, n: int, what: str = "indices") -> np.ndarray:
+    """Indices along an axis of length n, negative ones counted from the end; out-of-range ones refused."""
+    indices = np.asarray(indices).astype(np.int64)
+    if indices.size and (indices.min() < -n or indices.max() >= n):
+        raise ValueError(f"{what} outside [-{n}, {n - 1}]")
+    return np.where(indices < 0, indices + n, indices)
+
+
+class GatherND(Layer):
+    """Slices of data picked by index tuples, the last axis of indices (ONNX GatherND, with batch_dims)."""
+
+    inputs = ("data", "indices")
+    differentiable = ("data",)
+    attributes = {"batch_dims": Attr("int", 0, "leading axes shared by data and indices")}
+
+    def forward(self, data, indices):
+        b, k = self.batch_dims, indices.shape[-1]
+        if k > data.ndim - b:
+            raise ValueError(f"index tuples of length {k} for data of rank {data.ndim} with {b} batch axes")
+        batch = data.shape[:b]
+        count = int(np.prod(batch, dtype=np.int64))
+        lead = [np.repeat(np.arange(count), int(np.prod(indices.shape[b:-1], dtype=np.int64)))]
+        flat = indices.reshape(-1, k)
+        columns = [_index_check(flat[:, j], data.shape[b + j]) for j in range(k)]
+        self.where = tuple(lead + columns)
+        self.shape = data.shape
+        picked = data.reshape((count,) + data.shape[b:])[self.where]
+        return picked.reshape(indices.shape[:-1] + data.shape[b + k:])
+
+    def backward(self, dout):
+        count = int(np.prod(self.shape[:self.batch_dims], dtype=np.int64))
+        dx = np.zeros((count,) + self.shape[self.batch_dims:], dtype=dout.dtype)
+        k = len(self.where) - 1
+        np.add.at(dx, self.where, dout.reshape((-1,) + self.shape[self.batch_dims + k:]))
+        return dx.reshape(self.shape), None
+
+
+class _Scatter(Layer):
+    """Base of the scatters: updates written into a copy of data at positions ``self.where``."""
+
+    inputs = ("data", "indices", "updates")
+    differentiable = ("data", "updates")
+
+    def scatter(self, data, updates):
+        if self.reduction not in ("none", "add"):
+            raise ValueError(f"reduction {self.reduction!r} is not supported (none or add, which have gradients)")
+        out = np.array(data, copy=True)
+        if self.reduction == "none":
+            out[self.where] = updates
+        else:
+            np.add.at(out, self.where, updates)
+        self.shape, self.updates_shape = data.shape, updates.shape
+        return out
+
+    def backward(self, dout):
+        ddata = np.array(dout, copy=True)
+        if self.reduction == "none":
+            ddata[self.where] = 0  # overwritten elements do not reach the output
+        return ddata, None, dout[self.where].reshape(self.updates_shape)
+
+
+class ScatterElements(_Scatter):
+    """data with updates written at positions given along an axis by an index tensor (ONNX ScatterElements)."""
+
+    attributes = {"axis": Attr("int", 0, "the axis indexed"),
+                  "reduction": Attr("str", "none", "none (overwrite) or add")}
+
+    def forward(self, data, indices, updates):
+        axis = _axis(self.axis, data.ndim)
+        where = list(np.indices(indices.shape, sparse=True))
+        where[axis] = _index_check(indices, data.shape[axis])
+        self.where = tuple(np.broadcast_arrays(*where))
+        return self.scatter(data, updates)
+
+
+class ScatterND(_Scatter):
+    """data with updates written at the index tuples of the last axis of indices (ONNX ScatterND)."""
+
+    attributes = {"reduction": Attr("str", "none", "none (overwrite) or add")}
+
+    def forward(self, data, indices, updates):
+        k = indices.shape[-1]
+        self.where = tuple(_index_check(indices[..., j], data.shape[j]) for j in range(k))
+        return self.scatter(data, updates)
+
+
+class Compress(Layer):
+    """The slices of x along an axis (of x flattened, when unset) where condition is true."""
+
+    inputs = ("x", "condition")
+    differentiable = ("x",)
+    attributes = {"axis": Attr("int", None, "the axis selected along; unset: x flattened")}
+
+    def forward(self, x, condition):
+        self.x_shape = x.shape
+        self.keep = np.nonzero(np.asarray(condition).astype(bool).reshape(-1))[0]
+        self.axis_ = None if self.axis is None else _axis(self.axis, x.ndim)
+        source = x.reshape(-1) if self.axis_ is None else x
+        return np.take(source, self.keep, axis=0 if self.axis_ is None else self.axis_)
+
+    def backward(self, dout):
+        if self.axis_ is None:
+            dx = np.zeros(int(np.prod(self.x_shape, dtype=np.int64)), dtype=dout.dtype)
+            dx[self.keep] = dout
+            return dx.reshape(self.x_shape), None
+        dx = np.zeros(self.x_shape, dtype=dout.dtype)
+        index = [slice(None)] * len(self.x_shape)
+        index[self.axis_] = self.keep
+        dx[tuple(index)] = dout
+        return dx, None
+
+
+class NonZero(_FromShape):
+    """The indices (int64, one row per axis) of x's non-zero elements."""
+
+    inputs = ("x",)
+
+    def forward(self, x):
+        return np.array(np.nonzero(x), dtype=np.int64).reshape(x.ndim, -1)
+
+
+class ReverseSequence(Layer):
+    """Each batch entry's first sequence_lens[i] steps reversed along the time axis, the rest kept."""
+
+    inputs = ("x", "sequence_lens")
+    differentiable = ("x",)
+    attributes = {"batch_axis": Attr("int", 1, "the batch axis (0 or 1)"),
+                  "time_axis": Attr("int", 0, "the time axis (1 or 0)")}
+
+    def run(self, x):
+        out = np.array(x, copy=True)
+        for i, length in enumerate(self.lens):
+            index = [slice(None)] * x.ndim
+            index[self.batch_axis] = i
+            index[self.time_axis] = slice(0, int(length))
+            source = list(index)
+            source[self.time_axis] = slice(int(length) - 1, None, -1) if length > 0 else slice(0, 0)
+            out[tuple(index)] = x[tuple(source)]
+        return out
+
+    def forward(self, x, sequence_lens):
+        if sorted((self.batch_axis, self.time_axis)) != [0, 1]:
+            raise ValueError("batch_axis and time_axis must be 0 and 1, one each")
+        self.lens = np.asarray(sequence_lens).reshape(-1)
+        if len(self.lens) != x.shape[self.batch_axis] or (self.lens > x.shape[self.time_axis]).any():
+            raise ValueError(f"sequence_lens {self.lens.tolist()} does not fit x of shape {x.shape}")
+        return self.run(x)
+
+    def backward(self, dout):
+        return self.run(dout), None  # reversing is its own inverse
+
+
 LAYERS = (Concat, Slice, Gather, GatherElements, Expand, Pad, Squeeze, Unsqueeze, Tile, Cast, Shape, Size, Range,
-          ConstantOfShape, EyeLike, DepthToSpace, SpaceToDepth, Trilu, CumSum, TopK, Hardmax, OneHot)
+          ConstantOfShape, EyeLike, DepthToSpace, SpaceToDepth, Trilu, CumSum, TopK, Hardmax, OneHot, GatherND,
+          ScatterElements, ScatterND, Compress, NonZero, ReverseSequence)

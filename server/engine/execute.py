@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import time
-from typing import Callable, Iterable, Mapping
+from typing import Callable, Iterable, Mapping, Protocol
 
 import numpy as np
 
+from gradserve.plugins.layer import describe
 from gradserve.server.engine.errors import ComputeError, EngineError, FeedError, LimitError
 from gradserve.server.engine.plan import Plan, Step, check_feed
 
@@ -16,6 +17,19 @@ INPUT_ERRORS = (ValueError, TypeError, IndexError, ArithmeticError)
 
 #: Told how long each layer call took: ``observe(op, "forward" | "backward", seconds)`` (metrics hook it here).
 Observer = Callable[[str, str, float], None]
+
+#: The ``wrt`` that asks for no gradient: the pass runs forward only (RunRequest.no_grad, the client's grad=False).
+FORWARD_ONLY: tuple[str, ...] = ()
+
+
+class ShouldStop(Protocol):
+    """Called between nodes; raises an EngineError (CancelledError, DeadlineError, LimitError) to end the pass.
+
+    It may look at the call's state only now and then; ``now_for_sure`` makes it look now (the service asks so
+    before it keeps a session).
+    """
+
+    def __call__(self, now_for_sure: bool = False) -> None: ...
 
 
 class LayerContractError(EngineError):
@@ -57,7 +71,7 @@ class Pass:
         self,
         output_grads: Mapping[str, np.ndarray] | None = None,
         wrt: Iterable[str] | None = None,
-        should_stop: Callable[[], None] | None = None,
+        should_stop: ShouldStop | None = None,
         value_grads: dict | None = None,
     ) -> dict[str, np.ndarray]:
         """Gradients of the seeded outputs with respect to the ``wrt`` inputs.
@@ -87,7 +101,8 @@ class Pass:
             _accumulate(grads, slot, self._seed_array(name, slot, output_grads))
         layers, observe, asked = self.layers, self.observe, self.asked
         # numpy's error state is set by the caller (backward, or run), once per call.
-        for index, step, out_slot, grad_slots, arity, needs in steps:
+        for index, step, grad_slots, needs in steps:
+            out_slot = step.out_slot
             if out_slot is not None:  # one output (most layers): call backward(dout) without packing a tuple
                 dout = grads[out_slot]
                 if dout is None:
@@ -114,10 +129,10 @@ class Pass:
                     results = layer.backward(*douts)
             except _CALL_ERRORS as exc:
                 raise _call_error(step, "backward", douts or (dout,), exc) from None
-            if type(results) is not tuple or len(results) != arity:
+            if type(results) is not tuple or len(results) != step.arity:
                 raise LayerContractError(
                     f"{step.op}.backward must return a tuple of {len(step.in_slots)} gradients, "
-                    f"got {_describe(results)}",
+                    f"got {describe(results)}",
                     step.node,
                 )
             for position, slot in grad_slots:
@@ -191,7 +206,7 @@ def forward(
     *,
     training: bool = False,
     seed: int | None = None,
-    should_stop: Callable[[], None] | None = None,
+    should_stop: ShouldStop | None = None,
     observe: Observer | None = None,
 ) -> Pass:
     """Run every node in topological order; ``should_stop`` is called between nodes and may raise.
@@ -241,7 +256,7 @@ def _forward(plan: Plan, feeds, training, seed, should_stop, observe) -> Pass:
             continue
         if not isinstance(result, tuple) or len(result) != len(step.out_slots):
             raise LayerContractError(
-                f"{step.op}.forward must return a tuple of {len(step.out_slots)} outputs, got {_describe(result)}",
+                f"{step.op}.forward must return a tuple of {len(step.out_slots)} outputs, got {describe(result)}",
                 step.node,
             )
         for slot, item in zip(step.out_slots, result):
@@ -249,13 +264,24 @@ def _forward(plan: Plan, feeds, training, seed, should_stop, observe) -> Pass:
     return Pass(plan, values, layers, observe)
 
 
-def run(plan: Plan, feeds, output_grads=None, wrt=None, *, training=False, seed=None, should_stop=None,
-        observe=None):
+def run(plan: Plan, feeds, output_grads=None, wrt=None, *, training=False, seed=None,
+        should_stop: ShouldStop | None = None, observe: Observer | None = None) -> tuple[dict, dict]:
     """Forward then backward in one call: (outputs, gradients)."""
+    state, grads = forward_backward(plan, feeds, output_grads, wrt, training=training, seed=seed,
+                                    should_stop=should_stop, observe=observe)
+    return state.outputs(), grads
+
+
+def forward_backward(plan: Plan, feeds, output_grads=None, wrt=None, *, training=False, seed=None,
+                     should_stop: ShouldStop | None = None, observe: Observer | None = None,
+                     value_grads: dict | None = None) -> tuple[Pass, dict]:
+    """The forward Pass and the gradients of its backward (none for ``wrt`` FORWARD_ONLY: backward does not run);
+    ``value_grads`` as Pass.backward takes it (tracing)."""
     with np.errstate(all="ignore"):  # once for both passes: entering it costs about a µs, as much as a tiny node
         state = _forward(plan, feeds, training, seed, should_stop, observe)
-        grads = {} if wrt is not None and not wrt else state._backward(output_grads, wrt, should_stop, None)
-    return state.outputs(), grads
+        if wrt is not None and not wrt:
+            return state, {}
+        return state, state._backward(output_grads, wrt, should_stop, value_grads)
 
 
 def _checked_grad(step: Step, grad, value: np.ndarray, name: str) -> np.ndarray | None:
@@ -296,7 +322,7 @@ def _call_error(step: Step, what: str, args, exc: Exception) -> EngineError:
     """The error that reports a failed layer call, naming the node."""
     if isinstance(exc, MemoryError):  # an output too big for this machine: the request's size, not a server fault
         return LimitError(f"{step.op}.{what} needs more memory than the server has: {exc}", step.node)
-    shapes = ", ".join(f"{_describe(a)}" for a in args)
+    shapes = ", ".join(describe(a) for a in args)
     return ComputeError(f"{step.op}.{what} failed on ({shapes}): {exc}", step.node)
 
 
@@ -305,7 +331,7 @@ def _as_array(step: Step, value) -> np.ndarray:
         return value
     if isinstance(value, (np.generic, int, float, bool)):
         return np.asarray(value)
-    raise LayerContractError(f"{step.op}.forward returned {_describe(value)}, not an array", step.node)
+    raise LayerContractError(f"{step.op}.forward returned {describe(value)}, not an array", step.node)
 
 
 def _accumulate(grads: list, slot: int, grad: np.ndarray) -> None:
@@ -316,14 +342,6 @@ def _accumulate(grads: list, slot: int, grad: np.ndarray) -> None:
 
 def _is_float(value: np.ndarray) -> bool:
     return value.dtype.kind == "f"
-
-
-def _describe(value) -> str:
-    if isinstance(value, np.ndarray):
-        return f"{value.dtype.name}{list(value.shape)}"
-    if isinstance(value, tuple):
-        return f"a tuple of {len(value)}"
-    return type(value).__name__
 
 
 def _arrays(values, layers):

@@ -8,6 +8,7 @@ import numpy as np
 
 from gradserve.server.engine import execute as engine
 from gradserve.server.engine.errors import FeedError, LimitError
+from gradserve.plugins.numerical import central_differences
 from gradserve.server.engine.plan import Plan
 
 
@@ -33,7 +34,8 @@ class InputCheck:
 
 
 def check_gradients(plan: Plan, feeds, wrt=None, output_grads=None, eps: float = 1e-4,
-                    max_elements: int | None = None, should_stop=None) -> list[InputCheck]:
+                    max_elements: int | None = None,
+                    should_stop: engine.ShouldStop | None = None) -> list[InputCheck]:
     """Compare backprop with central differences of L = sum(output * seed) for each wrt input.
 
     Runs forward twice per element of each checked input, so ``max_elements``
@@ -55,20 +57,9 @@ def check_gradients(plan: Plan, feeds, wrt=None, output_grads=None, eps: float =
 
     checks = []
     for name, grad in backprop.items():
-        base = np.array(feeds[name], copy=True)
+        base = np.asarray(feeds[name])
         if not np.issubdtype(base.dtype, np.floating):
             raise FeedError(f"cannot check gradients of non-floating input {name!r}")
-        current = dict(feeds)
-        current[name] = base
-        numerical = np.zeros(base.shape, dtype=np.float64)
-        flat, nflat = base.reshape(-1), numerical.reshape(-1)
-        for i in range(flat.size):
-            original = flat[i]
-            flat[i] = original + eps
-            plus = loss(current)
-            flat[i] = original - eps
-            minus = loss(current)
-            flat[i] = original
-            nflat[i] = (plus - minus) / (2 * eps)
-        checks.append(InputCheck(name, numerical, grad.astype(np.float64)))
+        numerical = central_differences(lambda bumped: loss({**feeds, name: bumped}), base, eps)
+        checks.append(InputCheck(name, numerical.reshape(base.shape), grad.astype(np.float64)))
     return checks

@@ -6,7 +6,7 @@ import functools
 import operator
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Callable, Protocol
+from typing import Callable, NamedTuple, Protocol
 
 import numpy as np
 
@@ -92,9 +92,13 @@ def _instantiator(cls: type[Layer], attrs: dict) -> Callable[[], Layer]:
     return new
 
 
-#: (index, step, out_slot, grad_slots, arity, needs_input_grad): what the engine's backward loop reads of a step,
-#: for one set of wrt inputs.
-BackwardStep = tuple[int, Step, "int | None", tuple[tuple[int, int], ...], int, "tuple[bool, ...] | None"]
+class BackwardStep(NamedTuple):
+    """One step of a backward pass, for one set of wrt inputs."""
+
+    index: int  # the step's position in Plan.steps (and of its layer instance in a Pass)
+    step: Step
+    grad_slots: tuple[tuple[int, int], ...]  # (position, slot) of the input gradients that lead to a wrt input
+    needs_input_grad: tuple[bool, ...] | None  # what the layer is told it must compute; None: every gradient
 
 
 @dataclass
@@ -139,10 +143,10 @@ class Plan:
                     continue
                 live.update(step.out_slots)
                 if every_gradient or uses == step.grad_mask:
-                    needed.append((index, step, step.out_slot, step.grad_slots, step.arity, None))
+                    needed.append(BackwardStep(index, step, step.grad_slots, None))
                 else:  # an input that is data, not a parameter (Affine's x): its layer may skip that gradient
                     grad_slots = tuple((position, slot) for position, slot in step.grad_slots if uses[position])
-                    needed.append((index, step, step.out_slot, grad_slots, step.arity, uses))
+                    needed.append(BackwardStep(index, step, grad_slots, uses))
             cached = self._backward_cache[key] = tuple(reversed(needed))
         return cached
 

@@ -15,9 +15,11 @@ from gradserve.proto import gradserve_pb2 as pb
 from gradserve.proto import gradserve_pb2_grpc as pb_grpc
 from gradserve.proto import streaming, wire
 from gradserve.proto.tensors import from_tensor_map, to_tensor, to_tensor_map
-from gradserve.server.rpc import convert, status
+from gradserve.server.rpc import convert, session_servicer, status
 from gradserve.server.rpc.interceptors import KINDS
+from gradserve.server.engine import execute as engine
 from gradserve.server.engine.errors import CancelledError, DeadlineError, EngineError, GraphError, LimitError
+from gradserve.server.engine.execute import ShouldStop
 from gradserve.server.rpc.streams import StreamGuard
 from gradserve.server.service.operations import Service
 
@@ -53,7 +55,7 @@ def handled(method):
 CHECK_SECONDS = 1e-3
 
 
-def stopper(context: grpc.ServicerContext, max_seconds: float | None = None):
+def stopper(context: grpc.ServicerContext, max_seconds: float | None = None) -> ShouldStop:
     """A check the engine calls between nodes: stop once the caller cancelled, its deadline passed,
     or the call ran past the server's max-call-seconds limit (looked at once per CHECK_SECONDS)."""
     give_up = None if max_seconds is None else time.monotonic() + max_seconds
@@ -92,6 +94,8 @@ def add_to_server(servicer: "GradServeServicer", server: grpc.Server) -> None:
             deserialize, serialize = decoder.decode, wire.serialize
         elif method.name == "RunStream":
             deserialize, serialize = streaming.deserialize, streaming.serialize
+        elif method.name == "Session":
+            deserialize, serialize = session_servicer.DESERIALIZE, session_servicer.SERIALIZE
         else:
             deserialize = message_factory.GetMessageClass(method.input_type).FromString
             serialize = message_factory.GetMessageClass(method.output_type).SerializeToString
@@ -107,6 +111,7 @@ class GradServeServicer(pb_grpc.GradServeServicer):
         self.service = service
         self.guard = guard  # admits a stream's tensor bytes (the memory budget); unary calls are admitted by it too
         self._layers = convert.list_layers_response(service.registry)
+        self.Session = session_servicer.SessionHandler(service, self._plan, self._stopper, replica_id)
 
     def _stopper(self, context):
         return stopper(context, self.service.limits.max_call_seconds)
@@ -185,7 +190,7 @@ class GradServeServicer(pb_grpc.GradServeServicer):
 
     def _run(self, request: pb.RunRequest, tensors: dict, context) -> tuple[pb.RunResponse, dict]:
         plan = self._plan(request.graph)
-        wrt = [] if request.no_grad else (list(request.wrt) or None)
+        wrt = engine.FORWARD_ONLY if request.no_grad else (list(request.wrt) or None)
         args = (plan, from_tensor_map(tensors["feeds"], "feed"),
                 from_tensor_map(tensors["output_grads"], "output gradient"),
                 wrt, request.training, request.seed if request.HasField("seed") else None, self._stopper(context))

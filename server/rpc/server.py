@@ -68,8 +68,10 @@ class Running:
     budget: MemoryBudget | None = None  # None: the process runs uncapped
 
     def stop(self, grace: float | None = None) -> None:
-        """Health goes NOT_SERVING, new calls are refused, in-flight ones get ``grace`` seconds."""
+        """Health goes NOT_SERVING, new calls are refused, in-flight ones get ``grace`` seconds; Session
+        streams end with UNAVAILABLE (the server is going away): at once when waiting, else after their step."""
         self.health.enter_graceful_shutdown()
+        self.service.streams.shut_down()
         self.server.stop(grace).wait()
         self.executor.shutdown(wait=True)
         if self.streams is not None:

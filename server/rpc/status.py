@@ -12,6 +12,7 @@ from grpc_status import rpc_status
 from gradserve.proto.tensors import TensorError
 from gradserve.server.engine import errors
 from gradserve.server.engine.execute import LayerContractError
+from gradserve.server.service.stream_sessions import ShuttingDownError
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -19,6 +20,7 @@ ERROR_DOMAIN = "gradserve.dev"
 
 # Most specific first: the first matching class decides the code.
 _CODES: tuple[tuple[type[Exception], grpc.StatusCode], ...] = (
+    (ShuttingDownError, grpc.StatusCode.UNAVAILABLE),
     (errors.UnknownOpError, grpc.StatusCode.NOT_FOUND),
     (errors.UnknownGraphError, grpc.StatusCode.NOT_FOUND),
     (errors.SessionExpiredError, grpc.StatusCode.FAILED_PRECONDITION),

@@ -40,7 +40,7 @@ from typing import Iterator
 
 import grpc
 
-from gradserve.server.rpc.interceptors import HandlerCache
+from gradserve.server.rpc.interceptors import KINDS, HandlerCache
 from gradserve.server.engine.errors import DeadlineError, LimitError
 from gradserve.server.runtime.malloc import TRIM_FROM, Trimmer
 from gradserve.server.runtime.memory_cap import RESERVE_FACTOR, MemoryBudget
@@ -225,8 +225,7 @@ class StreamGuard(grpc.ServerInterceptor):
             return grpc.stream_unary_rpc_method_handler(unary, **kwargs)
         if handler.request_streaming:
             behavior = handler.stream_stream or handler.stream_unary
-            factory = grpc.stream_stream_rpc_method_handler if handler.response_streaming else \
-                grpc.stream_unary_rpc_method_handler
+            factory = KINDS[True, handler.response_streaming].factory
 
             def streaming(requests, context):
                 watch = self._open_or_abort(context, streaming=True)

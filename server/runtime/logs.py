@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sys
@@ -49,4 +50,25 @@ def configure_logging(level: str = "INFO", json_lines: bool = False) -> None:
     """Send every log record to stderr, as text or (``json_lines``) as JSON objects, one per line."""
     handler = StderrHandler()
     handler.setFormatter(JsonFormatter() if json_lines else logging.Formatter(TEXT_FORMAT))
-    logging.basicConfig(level=level.upper(), handlers=[handler], force=True)
+    root = logging.getLogger()
+    for old in root.handlers[:]:  # removed, not closed: logging_to_stderr may put them back
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level.upper())
+
+
+@contextlib.contextmanager
+def logging_to_stderr(level: str = "INFO", json_lines: bool = False):
+    """configure_logging while the block runs (a command), then the root logger as it was.
+
+    A command run in-process (as tests run the CLI) must not leave its handler and level behind: the
+    process's other servers would go on logging every call to stderr, between the test's captures.
+    """
+    root = logging.getLogger()
+    handlers, previous = root.handlers[:], root.level
+    configure_logging(level, json_lines)
+    try:
+        yield
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(previous)

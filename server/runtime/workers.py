@@ -92,7 +92,7 @@ def supervise(count: int, serve: ServeOne) -> int:
             exit_code = 1
             stop_all()
         else:
-            _LOGGER.warning("worker %d (pid %d) died (%s); starting another", worker.index, pid, _describe(code))
+            _LOGGER.warning("worker %d (pid %d) died (%s); starting another", worker.index, pid, _exit_reason(code))
             spawn(worker.index)
     _LOGGER.info("all workers stopped")
     return exit_code
@@ -132,5 +132,5 @@ def _die_with_parent() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
-def _describe(code: int) -> str:
+def _exit_reason(code: int) -> str:
     return f"killed by {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"

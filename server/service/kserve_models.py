@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from typing import Callable, Iterable, Mapping
+from typing import Iterable, Mapping
 
 import numpy as np
 
+from gradserve.server.engine import execute as engine
 from gradserve.server.engine.errors import FeedError, UnknownGraphError
 from gradserve.server.engine.plan import Plan
 from gradserve.server.service.operations import NamedGraph, Service
@@ -83,7 +84,7 @@ class Models:
 
     def infer(self, model: Model, feeds: Mapping[str, np.ndarray], requested: Iterable[str] = (),
               training: bool = False, seed: int | None = None,
-              should_stop: Callable[[], None] | None = None) -> dict[str, np.ndarray]:
+              should_stop: engine.ShouldStop | None = None) -> dict[str, np.ndarray]:
         """Run ``model``; return the ``requested`` outputs in that order (all of them when none are named)."""
         requested = list(requested)
         known = {t.name for t in model.outputs}
@@ -94,7 +95,7 @@ class Models:
                             f"{', '.join(t.name for t in model.outputs)}){hint}")
         plan = model.plan
         if not model.grad:
-            outputs, _ = self.service.run(plan, feeds, wrt=[], training=training, seed=seed, should_stop=should_stop)
+            outputs, _ = self.service.run(plan, feeds, wrt=engine.FORWARD_ONLY, training=training, seed=seed, should_stop=should_stop)
             return {n: outputs[n] for n in requested or outputs}
 
         graph_feeds, output_grads = self._split_feeds(model, feeds)

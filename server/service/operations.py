@@ -18,6 +18,7 @@ from gradserve.server.service.limits import Limits
 from gradserve.server.engine.plan import Plan, compile_graph
 from gradserve.server.service.registry import Registry
 from gradserve.server.service.sessions import SessionStore
+from gradserve.server.service.stream_sessions import StreamSessions
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -38,6 +39,7 @@ class Service:
         self.limits = limits
         self.observe = observe  # told every layer call's time (metrics); None costs nothing
         self.sessions = SessionStore(limits.session_ttl, limits.max_sessions, limits.max_session_bytes)
+        self.streams = StreamSessions(self)  # Session streams' sessions (held in self.sessions too)
         self._plans: OrderedDict[str, Plan] = OrderedDict()
         self._named: dict[str, NamedGraph] = {}
         self._pinned: dict[str, Plan] = {}  # plans of named graphs are never evicted
@@ -101,7 +103,8 @@ class Service:
 
     # -- running --
 
-    def forward(self, plan: Plan, feeds, keep_for_backward=False, training=False, seed=None, should_stop=None):
+    def forward(self, plan: Plan, feeds, keep_for_backward=False, training=False, seed=None,
+                should_stop: engine.ShouldStop | None = None):
         """(outputs, session id or "")."""
         self.limits.check_arrays(feeds.items())
         state = engine.forward(plan, feeds, training=training, seed=seed, should_stop=should_stop,
@@ -111,7 +114,8 @@ class Service:
         session_id = self.sessions.put(state) if keep_for_backward else ""
         return state.outputs(), session_id
 
-    def backward(self, session_id: str, output_grads=None, wrt=None, retain=False, should_stop=None):
+    def backward(self, session_id: str, output_grads=None, wrt=None, retain=False,
+                 should_stop: engine.ShouldStop | None = None):
         self.limits.check_arrays((output_grads or {}).items())
         state = self.sessions.get(session_id)
         try:
@@ -127,22 +131,27 @@ class Service:
     def release(self, session_id: str) -> bool:
         return self.sessions.release(session_id)
 
-    def run(self, plan: Plan, feeds, output_grads=None, wrt=None, training=False, seed=None, should_stop=None):
+    def run(self, plan: Plan, feeds, output_grads=None, wrt=None, training=False, seed=None,
+            should_stop: engine.ShouldStop | None = None):
         """(outputs, grads) of forward and backward in one stateless call."""
-        self.limits.check_arrays(list(feeds.items()) + list((output_grads or {}).items()))
-        return engine.run(plan, feeds, output_grads, wrt, training=training, seed=seed, should_stop=should_stop,
-                          observe=self.observe)
+        state, grads = self._forward_backward(plan, feeds, output_grads, wrt, training, seed, should_stop)
+        return state.outputs(), grads
 
-    def trace(self, plan: Plan, feeds, output_grads=None, wrt=None, training=False, seed=None, should_stop=None):
+    def trace(self, plan: Plan, feeds, output_grads=None, wrt=None, training=False, seed=None,
+              should_stop: engine.ShouldStop | None = None):
         """(outputs, grads, values, value_grads): a Run that also returns every value and its gradient."""
-        self.limits.check_arrays(list(feeds.items()) + list((output_grads or {}).items()))
-        state = engine.forward(plan, feeds, training=training, seed=seed, should_stop=should_stop,
-                               observe=self.observe)
         value_grads: dict = {}
-        grads = {} if wrt == [] else state.backward(output_grads, wrt, should_stop, value_grads)
+        state, grads = self._forward_backward(plan, feeds, output_grads, wrt, training, seed, should_stop,
+                                              value_grads)
         return state.outputs(), grads, state.named_values(), value_grads
 
-    def check_gradients(self, plan: Plan, feeds, wrt=None, output_grads=None, eps=1e-4, should_stop=None):
+    def _forward_backward(self, plan, feeds, output_grads, wrt, training, seed, should_stop, value_grads=None):
+        self.limits.check_arrays(list(feeds.items()) + list((output_grads or {}).items()))
+        return engine.forward_backward(plan, feeds, output_grads, wrt, training=training, seed=seed,
+                                       should_stop=should_stop, observe=self.observe, value_grads=value_grads)
+
+    def check_gradients(self, plan: Plan, feeds, wrt=None, output_grads=None, eps=1e-4,
+                        should_stop: engine.ShouldStop | None = None):
         self.limits.check_arrays(feeds.items())
         return gradcheck.check_gradients(plan, feeds, wrt, output_grads, eps or 1e-4,
                                          self.limits.max_gradcheck_elements, should_stop)

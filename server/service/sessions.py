@@ -1,4 +1,8 @@
-"""Forward passes kept for a later Backward, under a TTL, a count limit and a total-bytes cap."""
+"""Forward passes kept for a later Backward, under a TTL, a count limit and a total-bytes cap.
+
+A Session stream's session is held here too (``hold``): it counts against max-sessions and its pass's bytes
+against max-session-bytes, but it lives as long as its stream, so the TTL and the eviction pass it by.
+"""
 
 from __future__ import annotations
 
@@ -16,7 +20,7 @@ _TOMBSTONES = 10_000  # how many dropped ids we remember, to tell "expired" from
 
 @dataclass
 class _Entry:
-    state: Pass
+    state: Pass | None
     nbytes: int
     last_used: float
 
@@ -32,11 +36,12 @@ class SessionStore:
         self._lock = threading.Lock()
         self._live: OrderedDict[str, _Entry] = OrderedDict()
         self._dropped: OrderedDict[str, str] = OrderedDict()
+        self._held: dict[str, _Entry] = {}  # Session streams' sessions: no TTL, never evicted
         self._bytes = 0
 
     @property
     def count(self) -> int:
-        return len(self._live)
+        return len(self._live) + len(self._held)
 
     @property
     def nbytes(self) -> int:
@@ -51,15 +56,55 @@ class SessionStore:
         with self._lock:
             now = self._clock()
             self._expire(now)
-            if len(self._live) >= self.max_sessions:
-                raise LimitError(f"{len(self._live)} live sessions reached the max-sessions limit of "
-                                 f"{self.max_sessions}; release sessions (ReleaseSession) or use Run")
-            while self._bytes + nbytes > self.max_bytes and self._live:
-                self._drop(next(iter(self._live)),
-                           f"evicted to stay under the max-session-bytes limit of {self.max_bytes}")
+            self._check_count()
+            self._make_room(nbytes)
             self._live[session_id] = _Entry(state, nbytes, now)
             self._bytes += nbytes
         return session_id
+
+    def hold(self) -> str:
+        """A session for a Session stream, holding no pass yet; raise LimitError at max-sessions."""
+        session_id = secrets.token_hex(16)
+        with self._lock:
+            self._expire(self._clock())
+            self._check_count()
+            self._held[session_id] = _Entry(None, 0, self._clock())
+        return session_id
+
+    def keep(self, session_id: str, nbytes: int) -> None:
+        """Count ``nbytes`` as what held session ``session_id`` keeps now, within max-session-bytes.
+
+        Unary sessions are evicted for it, least recently used first; when the held ones alone leave no
+        room, raise LimitError (the held session then counts what it kept before).
+        """
+        with self._lock:
+            entry = self._held[session_id]
+            if nbytes > self.max_bytes:
+                raise LimitError(f"this session stream would keep {nbytes} bytes, over the max-session-bytes "
+                                 f"limit of {self.max_bytes}; release passes, send smaller batches or use run steps")
+            self._bytes -= entry.nbytes
+            try:
+                self._make_room(nbytes)
+            except LimitError:
+                self._bytes += entry.nbytes
+                raise
+            entry.nbytes, entry.last_used = nbytes, self._clock()
+            self._bytes += nbytes
+
+    def _check_count(self) -> None:
+        count = len(self._live) + len(self._held)
+        if count >= self.max_sessions:
+            raise LimitError(f"{count} live sessions reached the max-sessions limit of {self.max_sessions} "
+                             f"({len(self._held)} of them Session streams); release sessions or use Run")
+
+    def _make_room(self, nbytes: int) -> None:
+        """Evict unary sessions, least recently used first, until ``nbytes`` more fit under max-session-bytes."""
+        while self._bytes + nbytes > self.max_bytes and self._live:
+            self._drop(next(iter(self._live)),
+                       f"evicted to stay under the max-session-bytes limit of {self.max_bytes}")
+        if self._bytes + nbytes > self.max_bytes:
+            raise LimitError(f"Session streams keep {self._bytes} bytes; {nbytes} more would pass the "
+                             f"max-session-bytes limit of {self.max_bytes}; release passes or close streams")
 
     def get(self, session_id: str) -> Pass:
         with self._lock:
@@ -79,6 +124,10 @@ class SessionStore:
 
     def release(self, session_id: str) -> bool:
         with self._lock:
+            held = self._held.pop(session_id, None)
+            if held is not None:
+                self._bytes -= held.nbytes
+                return True
             if session_id in self._live:
                 self._drop(session_id, "released")
                 return True
