@@ -18,7 +18,7 @@ from gradserve.proto.attrs import attr_from_proto
 from gradserve.proto.tensors import TensorError, from_tensor, from_tensor_map, to_tensor_map
 from gradserve.client import session_stream
 from gradserve.client.channel import Pem, open_channel, token_metadata
-from gradserve.client.errors import ArgumentTypeError, GradserveError, NotFound, from_rpc_error
+from gradserve.client.errors import GradserveError, NotFound, check_mapping, from_rpc_error
 from gradserve.client.graph import Graph
 
 DEFAULT_MESSAGE_BYTES = 256 << 20
@@ -96,7 +96,7 @@ class Session:
                  retain: bool = False) -> dict[str, np.ndarray]:
         """Gradients for ``wrt`` (default: every float input); ``dout`` seeds outputs (default: ones for scalars)."""
         request = pb.BackwardRequest(session_id=self.session_id, wrt=list(wrt or ()), retain=retain)
-        to_tensor_map(_mapping("dout", dout), request.output_grads)
+        to_tensor_map(check_mapping("dout", dout), request.output_grads)
         response = self.client._call(self.client._stub.Backward, request)
         return from_tensor_map(response.grads)
 
@@ -273,8 +273,8 @@ class Client:
         for each scalar output). ``trace``: also return every intermediate
         value and its gradient (``Result.values``, ``Result.value_grads``).
         """
-        tensors = {"feeds": _mapping("feeds", feeds, required=True),
-                   "output_grads": _mapping("seed_grads", seed_grads)}
+        tensors = {"feeds": check_mapping("feeds", feeds, required=True),
+                   "output_grads": check_mapping("seed_grads", seed_grads)}
         nbytes = wire.tensor_bytes(tensors)
         streamed = nbytes >= STREAM_BYTES
 
@@ -311,7 +311,7 @@ class Client:
             to_tensor_map(feeds, request.feeds)
             return request
 
-        feeds = _mapping("feeds", feeds, required=True)
+        feeds = check_mapping("feeds", feeds, required=True)
         response = self._with_graph(graph, make, self._stub.Forward, timeout)
         return Session(self, from_tensor_map(response.outputs), response.session_id, response.graph_id)
 
@@ -340,26 +340,11 @@ class Client:
             to_tensor_map(seed_grads, request.output_grads)
             return request
 
-        feeds = _mapping("feeds", feeds, required=True)
-        seed_grads = _mapping("seed_grads", seed_grads)
+        feeds = check_mapping("feeds", feeds, required=True)
+        seed_grads = check_mapping("seed_grads", seed_grads)
         response = self._with_graph(graph, make, self._stub.CheckGradients, timeout)
         return {c.name: GradientCheck(c.name, c.max_abs_diff, c.mean_abs_diff, from_tensor(c.numerical),
                                       from_tensor(c.backprop)) for c in response.checks}
-
-
-def _mapping(argument: str, value, required: bool = False) -> Mapping:
-    """``value`` if it maps names to arrays (None: an empty one, unless ``required``); else ArgumentTypeError."""
-    if value is None and not required:
-        return {}
-    if not isinstance(value, Mapping):
-        raise ArgumentTypeError(f"{argument} must be a mapping of names to arrays, such as {{'x': np.ones(3)}}; "
-                                f"got {type(value).__name__} {_short(value)}", argument=argument)
-    return value
-
-
-def _short(value, limit: int = 60) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def connect(target: str | None = None, **kwargs) -> Client:

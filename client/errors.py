@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import grpc
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
@@ -38,6 +40,18 @@ class ArgumentTypeError(InvalidArgument, TypeError):
 
     def __str__(self) -> str:  # no status code: no server was asked
         return self.message
+
+
+def check_mapping(argument: str, value, required: bool = False):
+    """``value`` if it maps names to arrays (None: an empty one, unless ``required``); else ArgumentTypeError."""
+    if value is None and not required:
+        return {}
+    if not isinstance(value, Mapping):
+        text = repr(value)
+        raise ArgumentTypeError(f"{argument} must be a mapping of names to arrays, such as {{'x': np.ones(3)}}; "
+                                f"got {type(value).__name__} {text if len(text) <= 60 else text[:57] + '...'}",
+                                argument=argument)
+    return value
 
 
 class NotFound(GradserveError):

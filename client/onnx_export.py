@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Callable, Mapping
 
 import numpy as np
@@ -12,6 +13,8 @@ from gradserve.client.graph import Graph
 from gradserve.client.onnx_import import OnnxConversionError
 from gradserve.proto.attrs import attr_from_proto
 from gradserve.proto.tensors import dtype_name
+
+_LOGGER = logging.getLogger(__name__)
 
 #: The opset written: every reduction takes its axes as an input (18), and Gelu is an operator (20).
 OPSET = 21
@@ -276,9 +279,15 @@ def _batch_norm(out, name, inputs, outputs, attrs):
     if not attrs.get("spatial", False):
         raise _ExportProblem("spatial=False (statistics per flattened feature, the book's) has no ONNX form; "
                              "ONNX's BatchNormalization is spatial=True")
-    # Exported as inference: the running statistics pass through unchanged.
-    out.add("BatchNormalization", inputs, outputs[:1], name, epsilon=attrs.get("epsilon", 1e-6),
-            momentum=attrs.get("momentum", 0.9))
+    given = {"epsilon": attrs.get("epsilon", 1e-6), "momentum": attrs.get("momentum", 0.9)}
+    if attrs.get("training_mode"):  # ONNX's training mode: batch statistics, the running ones updated
+        out.add("BatchNormalization", inputs, outputs, name, training_mode=1, **given)
+        return
+    if attrs.get("training_mode") is None:
+        _LOGGER.info("BatchNormalization node %s follows the request's training flag; exported in inference mode",
+                     name)
+    # Inference: the running statistics pass through unchanged.
+    out.add("BatchNormalization", inputs, outputs[:1], name, **given)
     for k, value in ((1, inputs[3]), (2, inputs[4])):
         out.add("Identity", [value], [outputs[k]], f"{name}/{outputs[k]}")
 

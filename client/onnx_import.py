@@ -64,15 +64,12 @@ class ImportedModel:
     ``params`` are the model's initializers, declared as graph inputs: feed
     them (``feeds()`` merges them with yours) and ask for their gradients.
     ``inputs`` are the model's own inputs, ``outputs`` its outputs.
-    ``training`` says the model computes in training mode (a BatchNormalization
-    with training_mode=1 uses the batch's statistics): run it with training=True.
     """
 
     graph: Graph
     params: dict[str, np.ndarray]
     inputs: list[str]
     outputs: list[str]
-    training: bool = False
 
     def feeds(self, inputs: Mapping[str, np.ndarray] | None = None, **named: np.ndarray) -> dict[str, np.ndarray]:
         """The parameters plus the given inputs: what ``client.run(model.graph, ...)`` needs."""
@@ -114,7 +111,6 @@ class _Importer:
         self.unsupported: dict[str, list[str]] = {}
         self.problems: list[str] = []
         self.needs_constant: list[str] = []
-        self.training = False  # set by a node that computes in training mode
         float_inputs = [d for d, _ in (self.types.get(i.name, (None, None)) for i in model.graph.input)
                         if d is not None and d.kind == "f"]
         self.graph = Graph(dtype=float_inputs[0] if float_inputs else "float32")
@@ -156,7 +152,7 @@ class _Importer:
         if self.unsupported or self.problems:
             raise OnnxConversionError("import the ONNX model", self.unsupported, self.problems, HANDLERS,
                                       self.opset, self.needs_constant)
-        return ImportedModel(self.graph, self.params, inputs, outputs, self.training)
+        return ImportedModel(self.graph, self.params, inputs, outputs)
 
     def _node(self, index: int, node: onnx.NodeProto) -> None:
         label = node.name or f"#{index} ({', '.join(node.output)})"

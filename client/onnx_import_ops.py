@@ -537,11 +537,10 @@ def _batch_norm(imp, node, attrs):
         raise NodeProblem(f"BatchNormalization takes 5 inputs, got {len(node.input)}")
     if "spatial" in attrs and not attrs["spatial"]:
         raise NodeProblem("spatial=0 (opset < 9, statistics per element) is not supported")
+    # ONNX's training_mode (opset 14; before it, asking for the running statistics' outputs meant training).
     training = bool(attrs.get("training_mode", 0)) or imp.opset < 14 and len([o for o in node.output if o]) > 1
-    if training:
-        imp.training = True  # the batch's statistics: run with training=True
     given = {"epsilon": float(attrs.get("epsilon", 1e-5)), "momentum": float(attrs.get("momentum", 0.9)),
-             "spatial": True}
+             "spatial": True, "training_mode": training}
     imp.emit_all(node, "BatchNormalization", list(node.input), 3, **given)
 
 

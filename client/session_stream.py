@@ -16,7 +16,7 @@ from gradserve.proto import gradserve_pb2 as pb
 from gradserve.proto import session_wire
 from gradserve.proto.streaming import DataChunk
 from gradserve.proto.tensors import TensorError, from_tensor_map
-from gradserve.client.errors import GradserveError, NotFound, StreamBroken, from_rpc_error, from_status
+from gradserve.client.errors import GradserveError, NotFound, StreamBroken, check_mapping, from_rpc_error, from_status
 from gradserve.client.graph import Graph
 
 _LOGGER = logging.getLogger(__name__)
@@ -73,6 +73,7 @@ class SessionStream:
         ``graph``: this step's graph instead of the session's. ``send_changes``: the server keeps the feeds,
         and the next such forward of ``pass_id`` sends only the feeds and elements that changed (parameters
         sent again and again: the book-style layers, a numerical gradient)."""
+        feeds = check_mapping("feeds", feeds, required=True)
         request = pb.SessionRequest(step=pb.SESSION_FORWARD, pass_id=pass_id)
         _options(request, training, seed)
         with self._lock:
@@ -120,7 +121,7 @@ class SessionStream:
         """Gradients of kept pass ``pass_id`` for ``wrt`` (default: every float input); ``dout`` seeds outputs
         (default: one for each scalar output). Without ``retain`` the server drops the pass after."""
         request = pb.SessionRequest(step=pb.SESSION_BACKWARD, wrt=list(wrt or ()), retain=retain, pass_id=pass_id)
-        _, tensors = self._exchange(request, {"output_grads": dout or {}})
+        _, tensors = self._exchange(request, {"output_grads": check_mapping("dout", dout)})
         return from_tensor_map(tensors["grads"])
 
     def run(self, feeds: Mapping[str, np.ndarray], grad: Iterable[str] | bool | None = None,
@@ -132,7 +133,9 @@ class SessionStream:
         request = pb.SessionRequest(step=pb.SESSION_RUN, no_grad=grad is False,
                                     wrt=[] if grad in (None, False, True) else list(grad))
         _options(request, training, seed)
-        answer, tensors = self._exchange(request, {"feeds": feeds, "output_grads": seed_grads or {}}, graph)
+        tensors = {"feeds": check_mapping("feeds", feeds, required=True),
+                   "output_grads": check_mapping("seed_grads", seed_grads)}
+        answer, tensors = self._exchange(request, tensors, graph)
         used = graph if graph is not None else self.graph
         return Result(from_tensor_map(tensors["outputs"]), from_tensor_map(tensors["grads"]),
                       answer.graph_id or self._known_id(used) or "",

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import keyword
+import math
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
 
 ATTR_TYPES = ("int", "float", "bool", "str", "ints", "floats")
 REQUIRED: Any = type("Required", (), {"__repr__": lambda self: "REQUIRED"})()
 _RESERVED = frozenset({"name", "inputs", "outputs", "attributes", "differentiable", "doc",
-                       "training", "seed", "rng", "needs_input_grad", "forward", "backward"})
+                       "training", "seed", "rng", "needs_input_grad", "forward", "backward",
+                       "output_types", "shape_from_values"})
 
 
 class SchemaError(ValueError):
@@ -61,6 +63,18 @@ class Attr:
         raise TypeError(f"expected {kind}, got {type(value).__name__} {value!r}")
 
 
+class TensorType(NamedTuple):
+    """A tensor's shape and numpy dtype: what a layer's ``output_types`` rule reads and returns.
+
+    ``value`` is the tensor itself when it is known before the pass runs (a fed input, a small constant, a
+    shape), for the rules of layers whose output shape depends on their inputs' values; else None.
+    """
+
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    value: np.ndarray | None = None
+
+
 class Layer:
     """Base class of every layer.
 
@@ -92,6 +106,14 @@ class Layer:
     gradient will be used, else a tuple of one bool per input: backward may
     skip computing a gradient marked False and return None in its place (as
     Affine skips ``dx`` when x is a batch of data, not a parameter).
+
+    ``output_types(*inputs)`` is the layer's shape rule: given each input's
+    TensorType, the TensorType of each output, computed without touching any
+    data, so the server refuses an output too large for its limits before
+    forward allocates it. It raises ValueError for inputs forward would reject.
+    A layer without one (it returns None) is sized only by running it; one whose
+    shapes follow its inputs' values sets ``shape_from_values`` and reads
+    ``TensorType.value`` (None when the value is not known in advance).
     """
 
     name: ClassVar[str]
@@ -99,6 +121,10 @@ class Layer:
     outputs: ClassVar[tuple[str, ...]] = ("out",)
     attributes: ClassVar[dict[str, Attr]] = {}
     differentiable: ClassVar[tuple[str, ...] | None] = None
+
+    #: Whether ``output_types`` reads its inputs' values (ConstantOfShape's shape): the server then checks
+    #: every pass anew instead of once per input shapes.
+    shape_from_values: ClassVar[bool] = False
 
     training: bool = False
     seed: Any = None
@@ -124,6 +150,10 @@ class Layer:
 
     def backward(self, *douts):
         raise NotImplementedError
+
+    def output_types(self, *inputs: TensorType) -> tuple[TensorType, ...] | None:
+        """Each output's shape and dtype from the inputs' alone (attributes set on self); None: unknown."""
+        return None
 
     # -- schema helpers, used by the registry, the engine and the conformance kit --
 
@@ -205,6 +235,71 @@ def reduce_to_shape(grad: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     return grad.sum(axis=axes, keepdims=True).reshape(shape) if axes else grad.reshape(shape)
 
 
+def elementwise_types(layer: Layer, *inputs: TensorType) -> tuple[TensorType, ...]:
+    """``output_types`` of a one-output layer whose output has its inputs' broadcast shape.
+
+    The dtype is what forward gives on one-element arrays of the inputs' dtypes and ranks (cheap, and
+    exactly numpy's promotion); a layer sets ``output_types = elementwise_types``.
+    """
+    shape = inputs[0].shape if len(inputs) == 1 else broadcast_shapes(*(i.shape for i in inputs))
+    return (TensorType(shape, probe_dtypes(layer, *inputs)[0]),)
+
+
+def broadcast_shapes(*shapes: tuple[int, ...]) -> tuple[int, ...]:
+    """numpy.broadcast_shapes in plain Python (a tenth of its cost on small shapes), the same ValueError."""
+    ndim = max(map(len, shapes))
+    out = []
+    for axis in range(-ndim, 0):
+        size = 1
+        for shape in shapes:
+            n = shape[axis] if -axis <= len(shape) else 1
+            if n != 1:
+                if size != 1 and n != size:
+                    raise ValueError(f"shapes {', '.join(str(tuple(s)) for s in shapes)} do not broadcast "
+                                     f"(axis {axis}: {size} and {n})")
+                size = n
+        out.append(size)
+    return tuple(out)
+
+
+def probe_dtypes(layer: Layer, *inputs: TensorType) -> tuple[np.dtype, ...]:
+    """The dtype of each output of ``layer.forward`` on one-element arrays of the inputs' dtypes and ranks.
+
+    Remembered per layer class, attributes, input dtypes and ranks: a graph of many like nodes probes once.
+    """
+    try:
+        key = (type(layer), tuple(layer.__dict__.items()), tuple((len(i.shape), i.dtype) for i in inputs))
+        known = _PROBED.get(key)
+    except TypeError:  # an unhashable attribute: probe every time
+        key, known = None, None
+    if known is not None:
+        return known
+    with np.errstate(all="ignore"):
+        result = layer.forward(*(np.ones((1,) * len(i.shape), i.dtype) for i in inputs))
+    known = tuple(np.asarray(r).dtype for r in (result if isinstance(result, tuple) else (result,)))
+    if key is not None:
+        if len(_PROBED) >= _MAX_PROBED:
+            _PROBED.clear()
+        _PROBED[key] = known
+    return known
+
+
+_PROBED: dict = {}
+_MAX_PROBED = 4096
+
+
+def reshaped(size: int, shape: tuple[int, ...]) -> tuple[int, ...]:
+    """The shape numpy's reshape gives ``size`` elements for ``shape`` (one -1 inferred), or a ValueError."""
+    if any(d < -1 for d in shape) or list(shape).count(-1) > 1:
+        raise ValueError(f"cannot reshape to {list(shape)}: dimensions are >= 0, with at most one -1")
+    known = math.prod(d for d in shape if d != -1)
+    if -1 in shape:
+        if known == 0 or size % known:
+            raise ValueError(f"cannot reshape {size} elements into shape {list(shape)}")
+        return tuple(size // known if d == -1 else d for d in shape)
+    if known != size:
+        raise ValueError(f"cannot reshape {size} elements into shape {list(shape)}")
+    return tuple(shape)
 def describe(value) -> str:
     """What a layer returned, in a few words for an error message: ``float64[2, 3]``, ``a tuple of 2``, ``None``."""
     if isinstance(value, np.ndarray):

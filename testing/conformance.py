@@ -8,7 +8,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from gradserve.plugins import Layer, SchemaError
+from gradserve.plugins import Layer, SchemaError, TensorType
 from gradserve.plugins.layer import describe
 from gradserve.plugins.numerical import central_differences
 
@@ -18,6 +18,7 @@ CHECKS = (
     "schema",               # the class follows the Layer contract, with docs and matching signatures
     "forward",              # forward runs and returns the declared outputs as finite arrays
     "output dtype",         # float outputs keep the float inputs' precision
+    "shape rule",           # output_types, when the layer declares it, gives forward's shapes and dtypes
     "input mutation",       # neither forward nor backward writes into an input
     "dout mutation",        # backward does not write into the douts it receives
     "output mutation",      # backward does not write into what forward returned
@@ -177,6 +178,7 @@ class _Checker:
         self.check_unchanged(work, arrays, self.cls.inputs, "input mutation", "forward wrote into input")
         self.passed.append("input mutation")
         self.check_outputs(outs, arrays)
+        self.check_shape_rule(outs, arrays)
         douts = self.douts(outs)
         if all(d is None for d in douts):
             return outs, None
@@ -232,6 +234,21 @@ class _Checker:
                 self.fail("forward", f"output {name!r} holds NaN or inf for finite inputs "
                                      f"{_describe_all(arrays)}: {_numbers(out)}")
         self.passed += ["forward", "output dtype"]
+
+    def check_shape_rule(self, outs: list[np.ndarray], arrays: list[np.ndarray]) -> None:
+        __tracebackhide__ = True
+        try:
+            declared = self.new_layer().output_types(*(TensorType(a.shape, a.dtype) for a in arrays))
+        except Exception as exc:
+            self.fail("shape rule", f"output_types raised {type(exc).__name__}: {exc} on inputs forward takes "
+                                    f"({_describe_all(arrays)})")
+        if declared is None:  # no rule: the server sizes this layer's outputs only by running it
+            return
+        got = [(tuple(o.shape), o.dtype) for o in outs]
+        said = [(tuple(t.shape), np.dtype(t.dtype)) for t in declared] if isinstance(declared, tuple) else declared
+        if said != got:
+            self.fail("shape rule", f"output_types says {said}, forward gave {got} (inputs {_describe_all(arrays)})")
+        self.passed.append("shape rule")
 
     def douts(self, outs: list[np.ndarray]) -> list[np.ndarray | None]:
         rng = np.random.default_rng(_DOUT_SEED)

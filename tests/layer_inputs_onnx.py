@@ -34,7 +34,7 @@ def onnx_layer_cases(rng: np.random.Generator) -> dict[str, list[tuple[dict, dic
         "LeakyRelu": [({"x": away(3, 4)}, {"alpha": 0.1})],
         "ThresholdedRelu": [({"x": away(3, 4) + 0.05}, {"alpha": 0.0})],
         "Shrink": [({"x": away(3, 4)}, {"bias": 0.1, "lambd": 0.1})],
-        "Pow": [({"x": pos(3, 4), "y": r(4)}, {}), ({"x": r(3, 4), "y": np.array(2.0)}, {})],
+        "Pow": [({"x": pos(3, 4), "y": r(4)}, {}), ({"x": r(3, 4), "y": np.array(3)}, {})],  # negative x: integer y
         "Mod": [({"x": pos(3, 4) + 0.05, "y": np.full(4, 0.3)}, {"fmod": True}),
                 ({"x": ints(4) - 3, "y": ints(4) + 1}, {})],
         "Max": [({"x": distinct(3, 4), "y": distinct(4) + 0.05}, {})],

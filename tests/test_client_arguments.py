@@ -32,3 +32,17 @@ def test_seed_grads_and_dout_that_are_not_mappings_are_named(client, graph):
         client.run(graph, feeds, seed_grads=[np.float64(1)])
     with client.forward(graph, feeds) as session, pytest.raises(gs.ArgumentTypeError, match="^dout must be"):
         session.backward(np.float64(1))
+
+
+def test_a_session_stream_names_its_bad_arguments(client, graph):
+    """A Session stream's forward, run and backward refuse non-mappings the same way, and the stream goes on."""
+    feeds = {"x": np.float64(2), "y": np.float64(3)}
+    with client.open_session(graph) as session:
+        with pytest.raises(gs.ArgumentTypeError, match="^feeds must be a mapping"):
+            session.forward({...})
+        with pytest.raises(gs.ArgumentTypeError, match="^seed_grads must be a mapping"):
+            session.run(feeds, seed_grads=[1.0])
+        session.forward(feeds)
+        with pytest.raises(gs.ArgumentTypeError, match="^dout must be a mapping"):
+            session.backward(np.float64(1))
+        assert session.backward()["x"] == 3.0

@@ -228,7 +228,7 @@ def test_two_layer_net_gradients_equal_the_python_client(triton, client, graphs,
 
 
 def test_requested_outputs_are_honoured(triton, graphs, rng):
-    """Only the requested outputs come back, in the requested order; a forward-only request skips backward."""
+    """Only the requested outputs come back, in the requested order; a forward only request skips backward."""
     feeds = net_feeds(rng)
     got = infer(triton, NET + ":grad", feeds, outputs=["W2:grad", "loss"])
     assert list(got) == ["W2:grad", "loss"]

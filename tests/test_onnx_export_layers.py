@@ -63,7 +63,7 @@ def test_export_computes_what_the_server_computes(client, op, inputs, attrs):
     """onnx.reference on the exported layer equals the server's outputs, and re-importing gives them again."""
     if op in NOT_EXPORTED or any(op == o and (not attrs.get("spatial", False) if f == "spatial" else
                                              attrs.get("mode") == f) for o, f in REFUSED_FORMS):
-        pytest.skip(f"{op} with {attrs} has no ONNX form at the exported opset (a refusal the next test checks)")
+        pytest.skip(f"{op} with {attrs} has no ONNX form at the exported opset (refused by name: see below)")
     g, cls = _graph(op, inputs, attrs)
     feeds = {name: np.asarray(inputs[name]) for name in cls.inputs}
     served = client.run(g, feeds, grad=False).outputs
@@ -86,4 +86,12 @@ def test_forms_without_an_onnx_equivalent_are_refused_by_name():
     out, _, _ = g.node("BatchNormalization", x, gamma, beta, mean, var, name="bn", n_outputs=3)
     g.output(out, "y")
     with pytest.raises(ValueError, match="BatchNormalization node bn: spatial=False"):
+        export_onnx(g)
+
+
+def test_space_to_depth_crd_is_refused_naming_the_opset():
+    """SpaceToDepth's CRD order exists in ONNX only from opset 28: the export says so for the node."""
+    g = gs.Graph(dtype="float64")
+    g.output(g.node("SpaceToDepth", g.input("x", shape=[1, 1, 2, 2]), name="s2d", blocksize=2, mode="CRD"), "y")
+    with pytest.raises(ValueError, match="SpaceToDepth node s2d: mode CRD needs opset 28"):
         export_onnx(g)

@@ -120,16 +120,15 @@ def test_unsupported_forms_name_the_op_the_node_and_the_opset():
         import_onnx(model)
 
 
-def test_training_mode_batch_norm_is_flagged(client):
-    """A BatchNormalization exported in training mode marks the import: run with training=True for its numbers."""
+def test_training_mode_batch_norm_keeps_its_mode(client):
+    """A BatchNormalization exported in training mode uses the batch's statistics, whatever the request says."""
     c = 3
     stats = {"gamma": np.ones(c), "beta": np.zeros(c), "mean": np.zeros(c), "var": np.ones(c)}
     nodes = [N("BatchNormalization", ["x", "gamma", "beta", "mean", "var"], ["y", "m", "v"], training_mode=1)]
     model = model_of(nodes, {"x": (TensorProto.DOUBLE, [4, c, 2, 2])}, ["y", "m", "v"], stats, opset=15)
     imported = import_onnx(model)
-    assert imported.training
     x = np.random.default_rng(2).standard_normal((4, c, 2, 2))
-    result = client.run(imported.graph, imported.feeds(x=x), grad=False, training=True)
+    result = client.run(imported.graph, imported.feeds(x=x), grad=False)
     expected = ReferenceEvaluator(model).run(None, {"x": x})
     for name, want in zip(["y", "m", "v"], expected):
         np.testing.assert_allclose(result.outputs[name], want, rtol=1e-6, atol=1e-9, err_msg=name)

@@ -112,7 +112,7 @@ def _wide(array):
 
 def _check_forward(client, imported, feeds, expected, rtol, atol) -> str | None:
     result = client.run(imported.graph, imported.feeds({k: v for k, v in feeds.items() if k in imported.inputs}),
-                        grad=False, training=imported.training)
+                        grad=False)
     for name, want in zip(imported.outputs, expected):
         got = result.outputs[name]
         want = np.asarray(want)
@@ -143,20 +143,19 @@ def _check_gradients(client, model, feeds, promoted, rng) -> tuple[str | None, i
     imported, _ = _import(wide, inputs)
     run_feeds = imported.feeds({k: v for k, v in inputs.items() if k in imported.inputs})
     wrt = [n for n in imported.inputs if n not in promoted and np.asarray(run_feeds[n]).dtype.kind == "f"]
-    training = imported.training  # a BatchNormalization in training mode: every run with training=True
-    result = client.run(imported.graph, run_feeds, grad=False, training=training)
+    result = client.run(imported.graph, run_feeds, grad=False)
     seeds = {n: rng.standard_normal(np.shape(v)) for n, v in result.outputs.items() if np.asarray(v).dtype.kind == "f"}
     if not wrt or not seeds:
         return None, 0, 0
 
     def loss(current):
-        outs = client.run(imported.graph, current, grad=False, training=training).outputs
+        outs = client.run(imported.graph, current, grad=False).outputs
         return sum(float(np.sum(np.where(seeds[n] != 0, outs[n] * seeds[n], 0))) for n in seeds)
 
-    grads = client.run(imported.graph, run_feeds, grad=wrt, seed_grads=seeds, training=training).grads
+    grads = client.run(imported.graph, run_feeds, grad=wrt, seed_grads=seeds).grads
     wrt = [n for n in wrt if n in grads]  # a BatchNormalization's running statistics take no gradient
-    # Small inputs: every element's central difference, computed on the server (CheckGradients runs inference).
-    small = [n for n in wrt if np.size(run_feeds[n]) <= MAX_ELEMENTS and not training]
+    # Small inputs: every element's central difference, computed on the server.
+    small = [n for n in wrt if np.size(run_feeds[n]) <= MAX_ELEMENTS]
     central = ({c.name: np.asarray(c.numerical) for c in client.check_gradients(
         imported.graph, run_feeds, wrt=small, seed_grads=seeds, eps=EPS).values()} if small else {})
     base = loss(run_feeds)

@@ -4,13 +4,14 @@ import math
 
 import numpy as np
 
-from gradserve.plugins import Attr, Layer
+from gradserve.plugins import Attr, Layer, elementwise_types
 
 
 class Relu(Layer):
     """Rectified linear unit: max(x, 0)."""
 
     inputs = ("x",)
+    output_types = elementwise_types
 
     def forward(self, x):
         self.mask = x <= 0
@@ -26,6 +27,7 @@ class Sigmoid(Layer):
     """Logistic sigmoid: 1 / (1 + exp(-x))."""
 
     inputs = ("x",)
+    output_types = elementwise_types
 
     def forward(self, x):
         # exp(-logaddexp(0, -x)) is 1/(1+exp(-x)) without overflow for large -x.
@@ -40,6 +42,7 @@ class Tanh(Layer):
     """Hyperbolic tangent."""
 
     inputs = ("x",)
+    output_types = elementwise_types
 
     def forward(self, x):
         self.out = np.tanh(x)
@@ -53,6 +56,7 @@ class Exp(Layer):
     """Elementwise exponential."""
 
     inputs = ("x",)
+    output_types = elementwise_types
 
     def forward(self, x):
         self.out = np.exp(x)
@@ -66,6 +70,7 @@ class Log(Layer):
     """Elementwise natural logarithm."""
 
     inputs = ("x",)
+    output_types = elementwise_types
 
     def forward(self, x):
         self.x = x
@@ -89,6 +94,7 @@ class Erf(Layer):
     """The error function erf(x), elementwise (ONNX Erf)."""
 
     inputs = ("x",)
+    output_types = elementwise_types
 
     def forward(self, x):
         if x.dtype.kind != "f":
@@ -105,6 +111,7 @@ class Gelu(Layer):
     """Gaussian error linear unit x * Phi(x), exact (erf) or its tanh approximation (ONNX Gelu, `approximate`)."""
 
     inputs = ("x",)
+    output_types = elementwise_types
     attributes = {"approximate": Attr("str", "none", "none: x/2 (1 + erf(x/sqrt 2)); tanh: the tanh formula")}
 
     def forward(self, x):
@@ -143,6 +150,7 @@ class Softmax(Layer):
     """Softmax along any one axis (default: the last, as ONNX Softmax from opset 13)."""
 
     inputs = ("x",)
+    output_types = elementwise_types
     attributes = {"axis": Attr("int", -1, "the axis that sums to one")}
 
     def forward(self, x):
@@ -158,6 +166,7 @@ class LogSoftmax(Layer):
     """log(softmax(x)) along any one axis (default: the last), computed without forming softmax's zeros."""
 
     inputs = ("x",)
+    output_types = elementwise_types
     attributes = {"axis": Attr("int", -1, "the axis whose exponentials sum to one")}
 
     def forward(self, x):

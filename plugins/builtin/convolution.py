@@ -12,7 +12,7 @@ import math
 
 import numpy as np
 
-from gradserve.plugins import Attr, Layer
+from gradserve.plugins import Attr, Layer, TensorType
 
 _KERNEL = Attr("ints", None, "the window's size per spatial axis; unset: W's spatial shape")
 _STRIDES = Attr("ints", None, "step between windows per spatial axis; unset: 1 each")
@@ -103,8 +103,8 @@ def _per_axis(layer: str, name: str, value, rank: int, default) -> tuple[int, ..
     return tuple(int(v) for v in value)
 
 
-def _check_image(layer: str, x: np.ndarray) -> None:
-    if x.ndim < 3:
+def _check_image(layer: str, x) -> None:
+    if len(x.shape) < 3:
         raise ValueError(f"{layer} takes x of shape (N, C, *spatial) with at least one spatial axis, "
                          f"got shape {x.shape}")
 
@@ -126,20 +126,30 @@ class Convolution(Layer):
         "auto_pad": _AUTO_PAD,
     }
 
-    def forward(self, x, W, b):
+    def output_types(self, x, W, b):
+        win = self._window(x, W, b)
+        return (TensorType((x.shape[0], W.shape[0]) + win.out, np.result_type(x.dtype, W.dtype)),)
+
+    def _window(self, x, W, b) -> Window:
+        """The window geometry for inputs of these shapes (arrays or TensorTypes), or a ValueError."""
         _check_image("Convolution", x)
         if x.dtype.kind != "f":
             raise ValueError(f"Convolution takes floating-point x, got {x.dtype}")
         n, c = x.shape[:2]
         g = self.group
-        if g < 1 or c % g or W.ndim != x.ndim or W.shape[0] % g or W.shape[1] * g != c:
+        if g < 1 or c % g or len(W.shape) != len(x.shape) or W.shape[0] % g or W.shape[1] * g != c:
             raise ValueError(f"Convolution takes W of shape (M, C/group={c}/{g}, *kernel) with M divisible by "
                              f"group={g} for x of shape {x.shape}, got W of shape {W.shape}")
-        if b.shape != (W.shape[0],):
+        if tuple(b.shape) != (W.shape[0],):
             raise ValueError(f"Convolution takes b of shape ({W.shape[0]},), one per filter, got {b.shape}")
-        if self.kernel_shape is not None and tuple(self.kernel_shape) != W.shape[2:]:
+        if self.kernel_shape is not None and tuple(self.kernel_shape) != tuple(W.shape[2:]):
             raise ValueError(f"Convolution kernel_shape {list(self.kernel_shape)} differs from W's {list(W.shape[2:])}")
-        win = Window("Convolution", x.shape[2:], W.shape[2:], self.strides, self.pads, self.dilations, self.auto_pad)
+        return Window("Convolution", x.shape[2:], W.shape[2:], self.strides, self.pads, self.dilations, self.auto_pad)
+
+    def forward(self, x, W, b):
+        win = self._window(x, W, b)
+        n, c = x.shape[:2]
+        g = self.group
         self.win, self.x_shape, self.W_shape = win, x.shape, W.shape
         # Channels first, (C, N, *spatial): then every column buffer and gradient is one 2-D GEMM operand.
         # (numpy's batched matmul over (N, ...) stacks measured 5x slower than one GEMM of the same size.)
@@ -204,7 +214,12 @@ class Pooling(Layer):
         "count_include_pad": Attr("bool", False, "average: divide by the whole window, padding included"),
     }
 
-    def forward(self, x):
+    def output_types(self, x):
+        win = self._window(x)
+        return (TensorType(tuple(x.shape[:2]) + win.out, x.dtype),)
+
+    def _window(self, x) -> Window:
+        """The window geometry for an x of this shape and dtype (an array or a TensorType), or a ValueError."""
         _check_image("Pooling", x)
         if self.mode not in ("max", "average"):
             raise ValueError(f"Pooling mode must be 'max' or 'average', got {self.mode!r}")
@@ -218,6 +233,10 @@ class Pooling(Layer):
         if self.mode == "max" and any(p >= e for p, e in zip(win.begin + win.end, extent + extent)):
             raise ValueError(f"max Pooling needs pads smaller than the window ({extent}) so every window covers "
                              f"the image, got pads {list(win.begin + win.end)}")
+        return win
+
+    def forward(self, x):
+        win = self._window(x)
         self.win, self.x_shape = win, x.shape
         head = (slice(None), slice(None))
         if self.mode == "max":
@@ -275,6 +294,12 @@ class Pooling(Layer):
 
 class _GlobalPool(Layer):
     inputs = ("x",)
+
+    def output_types(self, x):
+        _check_image(self.name, x)
+        if self.name == "GlobalAveragePool" and x.dtype.kind != "f":
+            raise ValueError(f"GlobalAveragePool takes floating-point x, got {x.dtype}")
+        return (TensorType(tuple(x.shape[:2]) + (1,) * (len(x.shape) - 2), x.dtype),)
 
     def forward(self, x):
         _check_image(self.name, x)

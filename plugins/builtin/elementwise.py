@@ -9,26 +9,23 @@ from __future__ import annotations
 
 import numpy as np
 
-from gradserve.plugins import Attr, Layer, reduce_to_shape
-
-
-def _like(x, value: float):
-    """``value`` as a 0-d array of x's float dtype (a Python float would keep float32; this reads plainer)."""
-    return np.asarray(value, dtype=x.dtype if x.dtype.kind == "f" else np.float64)
+from gradserve.plugins import Attr, Layer, elementwise_types, reduce_to_shape
 
 
 def _softplus(x):
-    return np.logaddexp(_like(x, 0.0), x)
+    # logaddexp(0, x) is log(1 + exp(x)) without overflow; a Python 0.0 keeps float32 float32.
+    return np.logaddexp(0.0, x)
 
 
 def _sigmoid(x):
-    return np.exp(-np.logaddexp(_like(x, 0.0), -x))
+    return np.exp(-np.logaddexp(0.0, -x))
 
 
 class _Unary(Layer):
     """Base of the table-driven unary layers: ``f(x, layer)`` and ``df(x, out, layer)``."""
 
     inputs = ("x",)
+    output_types = elementwise_types
 
     @staticmethod
     def f(x, layer):
@@ -118,9 +115,10 @@ class _Flat(Layer):
     """Base of the piecewise-constant layers: their gradient is zero wherever it exists."""
 
     inputs = ("x",)
+    output_types = elementwise_types
 
     def forward(self, x):
-        self.x_shape, self.dtype = x.shape, x.dtype
+        self.x_shape = x.shape
         return self.f(x)
 
     def backward(self, dout):
@@ -141,6 +139,7 @@ FLAT = (
 
 class _Binary(Layer):
     inputs = ("x", "y")
+    output_types = elementwise_types
 
     def forward(self, x, y):
         self.x, self.y = x, y
@@ -222,6 +221,7 @@ class Clip(Layer):
     """x limited to [min, max] elementwise (ONNX Clip; the importer gives -inf/inf where a bound is absent)."""
 
     inputs = ("x", "min", "max")
+    output_types = elementwise_types
 
     def forward(self, x, min, max):  # noqa: A002 - ONNX's input names
         self.x, self.lo, self.hi = x, min, max
@@ -242,6 +242,7 @@ class Where(Layer):
 
     inputs = ("condition", "x", "y")
     differentiable = ("x", "y")
+    output_types = elementwise_types
 
     def forward(self, condition, x, y):
         self.condition = condition.astype(bool, copy=False)
@@ -255,9 +256,10 @@ class Where(Layer):
 
 
 class _NoGrad(Layer):
-    """Base of layers whose outputs are booleans or integers: no input takes a gradient."""
+    """Base of layers whose outputs are booleans or integers: no input takes a gradient (all elementwise)."""
 
     differentiable = ()
+    output_types = elementwise_types
 
     def backward(self, *douts):
         return (None,) * len(self.inputs)

@@ -2,7 +2,10 @@
 
 import numpy as np
 
-from gradserve.plugins import Attr, Layer, reduce_to_shape
+import math
+
+from gradserve.plugins import Attr, Layer, TensorType, elementwise_types, probe_dtypes, reduce_to_shape
+from gradserve.plugins.builtin.arithmetic import matmul_shape
 
 
 class Affine(Layer):
@@ -19,6 +22,14 @@ class Affine(Layer):
         self.W = W
         self.b_shape = b.shape
         return self.x @ W + b
+
+    def output_types(self, x, W, b):
+        if not x.shape:
+            raise ValueError("x must have a batch axis: rank 1 or more (the book's (N, D))")
+        product = matmul_shape((x.shape[0], math.prod(x.shape[1:])), W.shape)
+        if np.broadcast_shapes(product, b.shape) != product:
+            raise ValueError(f"b of shape {b.shape} does not broadcast to the product's shape {product}")
+        return (TensorType(product, probe_dtypes(self, x, W, b)[0]),)
 
     def backward(self, dout):
         needs = self.needs_input_grad
@@ -72,6 +83,18 @@ class SoftmaxWithLoss(Layer):
             loss = -(self.t * log_y).sum() / batch
         return np.asarray(loss, dtype=x.dtype)
 
+    def output_types(self, x, t):
+        rows = 1 if len(x.shape) == 1 else x.shape[0]
+        if len(x.shape) not in (1, 2):
+            raise ValueError(f"SoftmaxWithLoss takes scores x of shape (N, classes) or (classes,), got {x.shape}")
+        one_hot = t.shape == x.shape and math.prod(t.shape)
+        indices = (np.issubdtype(t.dtype, np.integer) and math.prod(t.shape) == rows
+                   and (len(t.shape) <= 1 or t.shape == (rows, 1)))
+        if not (one_hot or indices):
+            raise ValueError(f"labels t must be one-hot of shape {x.shape} or integer class indices of length "
+                             f"{rows}, got {t.dtype} {t.shape}")
+        return (TensorType((), x.dtype),)
+
     def backward(self, dout):
         batch = self.y.shape[0]
         if self.t is None:
@@ -88,6 +111,7 @@ class Dropout(Layer):
 
     inputs = ("x",)
     attributes = {"ratio": Attr("float", 0.5, "the fraction of units dropped in training")}
+    output_types = elementwise_types
 
     def forward(self, x):
         if not 0.0 <= self.ratio < 1.0:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
-from gradserve.plugins import Attr, Layer, reduce_to_shape
+from gradserve.plugins import Attr, Layer, TensorType, probe_dtypes, reduce_to_shape
 
 
 class BatchNormalization(Layer):
@@ -71,6 +73,20 @@ class BatchNormalization(Layer):
         dtype = x.dtype
         return (out, np.asarray(new_mean, dtype=dtype).reshape(stats_shape),
                 np.asarray(new_var, dtype=dtype).reshape(stats_shape))
+
+    def output_types(self, x, gamma, beta, running_mean, running_var):
+        if len(x.shape) < 1 + self.spatial:
+            raise ValueError(f"BatchNormalization takes x with a batch axis{' and a channel axis' * self.spatial}, "
+                             f"got shape {x.shape}")
+        features = x.shape[1] if self.spatial else math.prod(x.shape[1:])
+        for name, value in (("gamma", gamma), ("beta", beta), ("running_mean", running_mean),
+                            ("running_var", running_var)):
+            if math.prod(value.shape) != features:
+                raise ValueError(f"BatchNormalization {name} has {math.prod(value.shape)} elements, x has "
+                                 f"{features} {'channels' if self.spatial else 'features per example'}")
+        dtypes = probe_dtypes(self, x, gamma, beta, running_mean, running_var)
+        return (TensorType(x.shape, dtypes[0]), TensorType(running_mean.shape, dtypes[1]),
+                TensorType(running_mean.shape, dtypes[2]))
 
     def _flatten(self, a: np.ndarray) -> np.ndarray:
         if self.spatial:
@@ -149,6 +165,20 @@ class LayerNormalization(Layer):
         self.xn = self.xc * self.inv
         out = self.xn * scale + bias
         return out.astype(x.dtype, copy=False), mean, self.inv
+
+    def output_types(self, x, scale, bias):
+        ndim = len(x.shape)
+        axis = self.axis + ndim if self.axis < 0 else self.axis
+        if not 0 <= axis < max(ndim, 1):
+            raise ValueError(f"LayerNormalization axis {self.axis} is out of range for x of rank {ndim}")
+        normalized = tuple(x.shape[axis:])
+        for name, value in (("scale", scale), ("bias", bias)):
+            if np.broadcast_shapes(value.shape, normalized) != normalized:
+                raise ValueError(f"LayerNormalization {name} of shape {value.shape} does not broadcast to the "
+                                 f"normalized shape {normalized}")
+        stats = tuple(x.shape[:axis]) + (1,) * (ndim - axis)
+        dtypes = probe_dtypes(self, x, scale, bias)
+        return TensorType(x.shape, dtypes[0]), TensorType(stats, dtypes[1]), TensorType(stats, dtypes[2])
 
     def backward(self, dout, dmean=None, dinv=None):
         axes, count = self.axes, self.count

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from gradserve.plugins import Attr, Layer
+from gradserve.plugins import Attr, Layer, TensorType, probe_dtypes
 
 _AXES = Attr("ints", None, "axes to reduce (negative counts from the end); all axes when unset")
 _KEEPDIMS = Attr("bool", True, "keep the reduced axes with length one (ONNX's default)")
@@ -26,6 +26,12 @@ class _Reduce(Layer):
         kept = np.asarray(self.reduce(x, self.axis))
         self.kept = kept
         return kept if self.keepdims else kept.reshape(_dropped(x.shape, self.axis))
+
+    def output_types(self, x):
+        ndim = len(x.shape)
+        axis = None if self.axes is None else tuple(sorted(a % max(ndim, 1) for a in self.axes))
+        kept = tuple(1 if axis is None or i in axis else n for i, n in enumerate(x.shape))
+        return (TensorType(kept if self.keepdims else _dropped(x.shape, axis), probe_dtypes(self, x)[0]),)
 
     def backward(self, dout):
         dout = dout.reshape(self.kept.shape)
@@ -166,6 +172,13 @@ class _ArgExtremum(Layer):
         index = index.astype(np.int64)
         return np.expand_dims(index, axis) if self.keepdims else index
 
+    def output_types(self, x):
+        if not x.shape:
+            return (TensorType((1,) if self.keepdims else (), np.dtype(np.int64)),)
+        axis = self.axis % len(x.shape)
+        shape = tuple(1 if i == axis else n for i, n in enumerate(x.shape) if self.keepdims or i != axis)
+        return (TensorType(shape, np.dtype(np.int64)),)
+
     def backward(self, dout):
         return (None,)
 
@@ -193,6 +206,11 @@ class Det(Layer):
         self.x = x
         self.out = np.linalg.det(x).astype(x.dtype, copy=False)
         return self.out
+
+    def output_types(self, x):
+        if len(x.shape) < 2 or x.shape[-1] != x.shape[-2]:
+            raise ValueError(f"Det takes square matrices in the last two axes, got shape {x.shape}")
+        return (TensorType(tuple(x.shape[:-2]), x.dtype),)
 
     def backward(self, dout):
         # d det(X) / dX = det(X) * inv(X)^T (Jacobi's formula).

@@ -7,9 +7,14 @@ ConstantOfShape and EyeLike compute from shapes alone and take no gradient.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
-from gradserve.plugins import Attr, Layer, reduce_to_shape
+from gradserve.plugins import Attr, Layer, TensorType, elementwise_types, probe_dtypes, reduce_to_shape
+
+#: A constant or shape this small is passed on as a value to the shape rules that read values.
+_KNOWN_VALUE_ELEMENTS = 64
 
 
 def _axis(axis: int, ndim: int, what: str = "axis") -> int:
@@ -27,6 +32,14 @@ class Concat(Layer):
     def forward(self, x, y):
         self.split = x.shape[_axis(self.axis, x.ndim)]
         return np.concatenate([x, y], axis=self.axis)
+
+    def output_types(self, x, y):
+        axis = _axis(self.axis, len(x.shape))
+        if len(x.shape) != len(y.shape) or not x.shape or any(
+                a != b for i, (a, b) in enumerate(zip(x.shape, y.shape)) if i != axis):
+            raise ValueError(f"Concat along axis {self.axis}: shapes {x.shape} and {y.shape} differ elsewhere")
+        shape = tuple(a + b if i == axis else a for i, (a, b) in enumerate(zip(x.shape, y.shape)))
+        return (TensorType(shape, np.result_type(x.dtype, y.dtype)),)
 
     def backward(self, dout):
         dx, dy = np.split(dout, [self.split], axis=self.axis)
@@ -72,6 +85,10 @@ class Slice(Layer):
         self.index = slices(x.shape, self.starts, self.ends, self.axes, self.steps)
         return x[self.index]
 
+    def output_types(self, x):
+        index = slices(x.shape, self.starts, self.ends, self.axes, self.steps)
+        return (TensorType(tuple(len(range(n)[s]) for n, s in zip(x.shape, index)), x.dtype),)
+
     def backward(self, dout):
         dx = np.zeros(self.x_shape, dtype=dout.dtype)
         dx[self.index] = dout
@@ -99,6 +116,12 @@ class Gather(Layer):
         self.shape, self.axis_, self.indices = data.shape, *_indices_along(data, self.axis, indices)
         return np.take(data, self.indices, axis=self.axis_)
 
+    def output_types(self, data, indices):
+        axis = _axis(self.axis, len(data.shape))
+        if indices.dtype.kind not in "iub":
+            raise ValueError(f"Gather takes integer indices, got {indices.dtype}")
+        return (TensorType(data.shape[:axis] + tuple(indices.shape) + data.shape[axis + 1:], data.dtype),)
+
     def backward(self, dout):
         axis, k = self.axis_, self.indices.ndim
         dx = np.zeros(self.shape, dtype=dout.dtype)
@@ -117,6 +140,15 @@ class GatherElements(Layer):
     def forward(self, data, indices):
         self.shape, self.axis_, self.indices = data.shape, *_indices_along(data, self.axis, indices)
         return np.take_along_axis(data, self.indices, axis=self.axis_)
+
+    def output_types(self, data, indices):
+        _axis(self.axis, len(data.shape))
+        if len(indices.shape) != len(data.shape):
+            raise ValueError(f"GatherElements takes indices of data's rank {len(data.shape)}, got {indices.shape}")
+        # numpy's take_along_axis broadcasts indices against data on every other axis
+        shape = tuple(k if i == self.axis % len(data.shape) else np.broadcast_shapes((n,), (k,))[0]
+                      for i, (n, k) in enumerate(zip(data.shape, indices.shape)))
+        return (TensorType(shape, data.dtype),)
 
     def backward(self, dout):
         dx = np.zeros(self.shape, dtype=dout.dtype)
@@ -137,6 +169,9 @@ class Expand(Layer):
         shape = np.broadcast_shapes(x.shape, tuple(self.shape))
         return np.broadcast_to(x, shape).copy()
 
+    def output_types(self, x):
+        return (TensorType(np.broadcast_shapes(x.shape, tuple(self.shape)), x.dtype),)
+
     def backward(self, dout):
         return (reduce_to_shape(dout, self.x_shape),)
 
@@ -151,11 +186,20 @@ class Pad(Layer):
         "value": Attr("float", 0.0, "the fill of constant mode"),
     }
 
-    def forward(self, x):
+    def output_types(self, x):
+        self._check(len(x.shape))
+        ndim = len(x.shape)
+        shape = tuple(max(n + b + e, 0) for n, b, e in zip(x.shape, self.pads[:ndim], self.pads[ndim:]))
+        return (TensorType(shape, x.dtype),)
+
+    def _check(self, ndim: int) -> None:
         if self.mode not in ("constant", "reflect", "edge", "wrap"):
             raise ValueError(f"mode must be constant, reflect, edge or wrap, got {self.mode!r}")
-        if len(self.pads) != 2 * x.ndim:
-            raise ValueError(f"pads has {len(self.pads)} entries; a rank-{x.ndim} x needs {2 * x.ndim}")
+        if len(self.pads) != 2 * ndim:
+            raise ValueError(f"pads has {len(self.pads)} entries; a rank-{ndim} x needs {2 * ndim}")
+
+    def forward(self, x):
+        self._check(x.ndim)
         begin, end = self.pads[:x.ndim], self.pads[x.ndim:]
         # Where each output element comes from, as a flat index into x (-1: the constant): its adjoint is backward.
         source = np.arange(x.size).reshape(x.shape)
@@ -187,6 +231,14 @@ class Squeeze(Layer):
         axes = None if self.axes is None else tuple(_axis(a, x.ndim) for a in self.axes)
         return np.squeeze(x, axis=axes)
 
+    def output_types(self, x):
+        if self.axes is None:
+            return (TensorType(tuple(n for n in x.shape if n != 1), x.dtype),)
+        axes = {_axis(a, len(x.shape)) for a in self.axes}
+        if any(x.shape[a] != 1 for a in axes):
+            raise ValueError(f"cannot squeeze axes {list(self.axes)} of shape {x.shape}: not all of length one")
+        return (TensorType(tuple(n for i, n in enumerate(x.shape) if i not in axes), x.dtype),)
+
     def backward(self, dout):
         return (dout.reshape(self.x_shape),)
 
@@ -200,6 +252,14 @@ class Unsqueeze(Layer):
     def forward(self, x):
         self.x_shape = x.shape
         return np.expand_dims(x, tuple(self.axes))
+
+    def output_types(self, x):
+        ndim = len(x.shape) + len(self.axes)
+        axes = {np.lib.array_utils.normalize_axis_index(a, ndim) for a in self.axes}
+        if len(axes) != len(self.axes):
+            raise ValueError(f"Unsqueeze axes {list(self.axes)} repeat an axis")
+        rest = iter(x.shape)
+        return (TensorType(tuple(1 if i in axes else next(rest) for i in range(ndim)), x.dtype),)
 
     def backward(self, dout):
         return (dout.reshape(self.x_shape),)
@@ -216,6 +276,13 @@ class Tile(Layer):
             raise ValueError(f"repeats has {len(self.repeats)} entries for a rank-{x.ndim} x")
         self.x_shape = x.shape
         return np.tile(x, self.repeats)
+
+    def output_types(self, x):
+        if len(self.repeats) != len(x.shape):
+            raise ValueError(f"repeats has {len(self.repeats)} entries for a rank-{len(x.shape)} x")
+        if any(r < 0 for r in self.repeats):
+            raise ValueError(f"repeats {list(self.repeats)} must be >= 0")
+        return (TensorType(tuple(n * r for n, r in zip(x.shape, self.repeats)), x.dtype),)
 
     def backward(self, dout):
         split = [n for pair in zip(self.repeats, self.x_shape) for n in pair]
@@ -234,6 +301,12 @@ class Cast(Layer):
             raise ValueError(f"cannot cast to {self.to!r}: a number or bool dtype is needed")
         self.x_dtype = x.dtype
         return x.astype(dtype)
+
+    def output_types(self, x):
+        dtype = np.dtype(self.to)
+        if dtype.kind not in "biuf":
+            raise ValueError(f"cannot cast to {self.to!r}: a number or bool dtype is needed")
+        return (TensorType(x.shape, dtype),)
 
     def backward(self, dout):
         return (None if dout is None else dout.astype(self.x_dtype),)
@@ -255,6 +328,10 @@ class Shape(_FromShape):
     def forward(self, x):
         return np.array(x.shape[slice(self.start, self.end)], dtype=np.int64)
 
+    def output_types(self, x):
+        shape = np.array(x.shape[slice(self.start, self.end)], dtype=np.int64)
+        return (TensorType(shape.shape, shape.dtype, shape),)  # known from shapes alone: ConstantOfShape reads it
+
 
 class Size(_FromShape):
     """x's number of elements, an int64 scalar."""
@@ -264,15 +341,30 @@ class Size(_FromShape):
     def forward(self, x):
         return np.array(x.size, dtype=np.int64)
 
+    def output_types(self, x):
+        return (TensorType((), np.dtype(np.int64), np.array(math.prod(x.shape), dtype=np.int64)),)
+
 
 class Range(_FromShape):
     """start, start + delta, ... up to limit (exclusive), in start's dtype (ONNX Range)."""
 
     inputs = ("start", "limit", "delta")
 
+    shape_from_values = True
+
     def forward(self, start, limit, delta):
         count = max(int(np.ceil((limit - start) / delta)), 0)
         return (start + delta * np.arange(count)).astype(np.asarray(start).dtype)
+
+    def output_types(self, start, limit, delta):
+        if start.value is None or limit.value is None or delta.value is None:
+            return None
+        with np.errstate(all="ignore"):
+            count = (np.asarray(limit.value, np.float64) - start.value) / delta.value
+        if not np.isfinite(count).all() or np.size(count) != 1:
+            raise ValueError(f"Range needs scalar start, limit and a nonzero delta, got {start.value}, "
+                             f"{limit.value}, {delta.value}")
+        return (TensorType((max(math.ceil(float(np.reshape(count, -1)[0])), 0),), start.dtype),)
 
 
 class ConstantOfShape(_FromShape):
@@ -281,10 +373,23 @@ class ConstantOfShape(_FromShape):
     inputs = ("shape",)
     attributes = {"value": Attr("float", 0.0, "the fill"), "dtype": Attr("str", "float32", "a numpy dtype name")}
 
+    shape_from_values = True
+
     def forward(self, shape):
         if np.dtype(self.dtype).kind not in "biuf":
             raise ValueError(f"dtype {self.dtype!r} is not a number or bool type")
         return np.full([int(d) for d in np.asarray(shape).reshape(-1)], self.value, dtype=self.dtype)
+
+    def output_types(self, shape):
+        dtype = np.dtype(self.dtype)
+        if dtype.kind not in "biuf":
+            raise ValueError(f"dtype {self.dtype!r} is not a number or bool type")
+        if shape.value is None:
+            return None
+        dims = tuple(int(d) for d in np.asarray(shape.value).reshape(-1))
+        if any(d < 0 for d in dims):
+            raise ValueError(f"ConstantOfShape takes a shape of lengths >= 0, got {list(dims)}")
+        return (TensorType(dims, dtype),)
 
 
 class EyeLike(_FromShape):
@@ -299,6 +404,11 @@ class EyeLike(_FromShape):
             raise ValueError(f"EyeLike takes a 2-D x, got shape {x.shape}")
         return np.eye(x.shape[0], x.shape[1], self.k, dtype=self.dtype or x.dtype)
 
+    def output_types(self, x):
+        if len(x.shape) != 2:
+            raise ValueError(f"EyeLike takes a 2-D x, got shape {x.shape}")
+        return (TensorType(x.shape, np.dtype(self.dtype or x.dtype)),)
+
 
 class _Rearrange(Layer):
     """Base of the block moves: a reshape, a transpose and a reshape, undone in reverse by backward."""
@@ -312,6 +422,11 @@ class _Rearrange(Layer):
         moved = x.reshape(split).transpose(self.perm)
         self.moved_shape, self.x_shape = moved.shape, x.shape
         return moved.reshape(out)
+
+    def output_types(self, x):
+        if len(x.shape) != 4:
+            raise ValueError(f"{self.name} takes a 4-D (N, C, H, W) x, got shape {x.shape}")
+        return (TensorType(self.plan(x.shape, self.blocksize)[2], x.dtype),)
 
     def backward(self, dout):
         return (dout.reshape(self.moved_shape).transpose(np.argsort(self.perm)).reshape(self.x_shape),)
@@ -362,6 +477,11 @@ class Trilu(Layer):
             raise ValueError(f"Trilu takes x of rank 2 or more, got shape {x.shape}")
         return self.keep(x)
 
+    def output_types(self, x):
+        if len(x.shape) < 2:
+            raise ValueError(f"Trilu takes x of rank 2 or more, got shape {x.shape}")
+        return (TensorType(x.shape, x.dtype),)
+
     def keep(self, a):
         return np.triu(a, self.k) if self.upper else np.tril(a, self.k)
 
@@ -390,6 +510,10 @@ class CumSum(Layer):
     def forward(self, x):
         return self.run(x, self.reverse)
 
+    def output_types(self, x):
+        _axis(self.axis, len(x.shape))
+        return (TensorType(x.shape or (1,), x.dtype),)  # numpy's cumsum of a 0-d x is 1-d
+
     def backward(self, dout):
         return (self.run(dout, not self.reverse),)
 
@@ -414,6 +538,13 @@ class TopK(Layer):
         self.axis_, self.x_shape = axis, x.shape
         return np.take_along_axis(x, self.indices, axis=axis), self.indices
 
+    def output_types(self, x):
+        axis = _axis(self.axis, len(x.shape))
+        if not 0 <= self.k <= x.shape[axis]:
+            raise ValueError(f"k={self.k} is outside [0, {x.shape[axis]}] for axis {axis}")
+        shape = tuple(self.k if i == axis else n for i, n in enumerate(x.shape))
+        return TensorType(shape, x.dtype), TensorType(shape, np.dtype(np.int64))
+
     def backward(self, dvalues, dindices):
         if dvalues is None:
             return (None,)
@@ -434,6 +565,10 @@ class Hardmax(Layer):
         np.put_along_axis(out, np.expand_dims(np.argmax(x, axis=axis), axis), 1, axis=axis)
         return out
 
+    def output_types(self, x):
+        _axis(self.axis, len(x.shape))
+        return (TensorType(x.shape, x.dtype),)
+
     def backward(self, dout):
         return (np.zeros_like(dout),)
 
@@ -453,6 +588,21 @@ class OneHot(Layer):
         hot = np.moveaxis(indices[..., np.newaxis] == np.arange(depth), -1, axis)
         self.hot = hot
         return np.where(hot, values[1], values[0])
+
+    shape_from_values = True
+
+    def output_types(self, indices, depth, values):
+        if depth.value is None:
+            return None
+        depth_ = int(np.asarray(depth.value).reshape(-1)[0])
+        if depth_ < 0:
+            raise ValueError(f"OneHot depth must be >= 0, got {depth_}")
+        ndim = len(indices.shape) + 1
+        axis = _axis(self.axis, ndim)
+        if not values.shape or values.shape[0] < 2:
+            raise ValueError(f"OneHot takes values [off, on], got shape {values.shape}")
+        shape = tuple(indices.shape[:axis]) + (depth_,) + tuple(indices.shape[axis:])
+        return (TensorType(np.broadcast_shapes(shape, tuple(values.shape[1:])), values.dtype),)
 
     def backward(self, dout):
         on = np.sum(dout * self.hot)
@@ -488,6 +638,15 @@ class GatherND(Layer):
         picked = data.reshape((count,) + data.shape[b:])[self.where]
         return picked.reshape(indices.shape[:-1] + data.shape[b + k:])
 
+    def output_types(self, data, indices):
+        b = self.batch_dims
+        if not indices.shape:
+            raise ValueError("GatherND takes indices with a last axis of index tuples")
+        k = indices.shape[-1]
+        if k > len(data.shape) - b:
+            raise ValueError(f"index tuples of length {k} for data of rank {len(data.shape)} with {b} batch axes")
+        return (TensorType(tuple(indices.shape[:-1]) + tuple(data.shape[b + k:]), data.dtype),)
+
     def backward(self, dout):
         count = int(np.prod(self.shape[:self.batch_dims], dtype=np.int64))
         dx = np.zeros((count,) + self.shape[self.batch_dims:], dtype=dout.dtype)
@@ -501,6 +660,9 @@ class _Scatter(Layer):
 
     inputs = ("data", "indices", "updates")
     differentiable = ("data", "updates")
+
+    def output_types(self, data, indices, updates):
+        return (TensorType(data.shape, data.dtype),)  # a copy of data, updated in place
 
     def scatter(self, data, updates):
         if self.reduction not in ("none", "add"):
@@ -559,6 +721,16 @@ class Compress(Layer):
         source = x.reshape(-1) if self.axis_ is None else x
         return np.take(source, self.keep, axis=0 if self.axis_ is None else self.axis_)
 
+    shape_from_values = True
+
+    def output_types(self, x, condition):
+        axis = None if self.axis is None else _axis(self.axis, len(x.shape))
+        if condition.value is None:
+            return None
+        kept = int(np.count_nonzero(np.asarray(condition.value).astype(bool)))
+        return (TensorType((kept,) if axis is None else
+                           tuple(kept if i == axis else n for i, n in enumerate(x.shape)), x.dtype),)
+
     def backward(self, dout):
         if self.axis_ is None:
             dx = np.zeros(int(np.prod(self.x_shape, dtype=np.int64)), dtype=dout.dtype)
@@ -576,8 +748,15 @@ class NonZero(_FromShape):
 
     inputs = ("x",)
 
+    shape_from_values = True
+
     def forward(self, x):
         return np.array(np.nonzero(x), dtype=np.int64).reshape(x.ndim, -1)
+
+    def output_types(self, x):
+        if x.value is None:  # at most x's rank times its size: bounded by what x already holds
+            return None
+        return (TensorType((len(x.shape), int(np.count_nonzero(x.value))), np.dtype(np.int64)),)
 
 
 class ReverseSequence(Layer):
@@ -606,6 +785,11 @@ class ReverseSequence(Layer):
         if len(self.lens) != x.shape[self.batch_axis] or (self.lens > x.shape[self.time_axis]).any():
             raise ValueError(f"sequence_lens {self.lens.tolist()} does not fit x of shape {x.shape}")
         return self.run(x)
+
+    def output_types(self, x, sequence_lens):
+        if sorted((self.batch_axis, self.time_axis)) != [0, 1]:
+            raise ValueError("batch_axis and time_axis must be 0 and 1, one each")
+        return (TensorType(x.shape, x.dtype),)
 
     def backward(self, dout):
         return self.run(dout), None  # reversing is its own inverse

@@ -2,6 +2,28 @@
 
 from __future__ import annotations
 
+from typing import Iterable
+
+#: How many names an error message lists before it says how many more there are.
+LISTED_NAMES = 20
+#: The longest name an error message quotes whole; a longer one is cut (a client may send megabytes).
+QUOTED_NAME_CHARS = 100
+
+#: Exceptions a layer raises for inputs it cannot handle: the caller's fault, not the server's.
+INPUT_ERRORS = (ValueError, TypeError, IndexError, ArithmeticError)
+
+
+def listing(names: Iterable[str], limit: int = LISTED_NAMES) -> str:
+    """``a, b, c`` for an error message: at most ``limit`` names, then how many more there are."""
+    names = list(names)
+    shown = ", ".join(quoted(n) for n in names[:limit])
+    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
+def quoted(name: str, limit: int = QUOTED_NAME_CHARS) -> str:
+    """``name`` as an error message shows it: whole when short, else its start and its length."""
+    return name if len(name) <= limit else f"{name[:limit]}... ({len(name)} characters)"
+
 
 class EngineError(Exception):
     """Base of every error a request can cause in the engine."""

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
 
-from gradserve.server.engine import execute as engine
+from gradserve.plugins import TensorType
+from gradserve.server.engine import execute as engine, shapes
 from gradserve.server.engine.errors import FeedError, LimitError
 from gradserve.plugins.numerical import central_differences
 from gradserve.server.engine.plan import Plan
+
+#: What one node costs a forward pass beyond its elements, in elements: a tiny layer call is some µs,
+#: about what numpy takes for a thousand elements.
+NODE_COST_ELEMENTS = 1_000
 
 
 @dataclass
@@ -33,14 +39,33 @@ class InputCheck:
         return float(self.abs_diff.mean()) if self.abs_diff.size else 0.0
 
 
+def forward_cost(plan: Plan, feeds) -> int:
+    """One forward pass's cost in elements: every value's (from the shape rules) plus NODE_COST_ELEMENTS a node."""
+    inputs = []
+    for inp in plan.inputs:
+        value = np.asarray(feeds[inp.name]) if inp.name in feeds else None
+        inputs.append(None if value is None else TensorType(value.shape, value.dtype))
+    types = shapes.infer(plan, inputs)
+    return NODE_COST_ELEMENTS * len(plan.steps) + sum(math.prod(t.shape) for t in types if t is not None)
+
+
 def check_gradients(plan: Plan, feeds, wrt=None, output_grads=None, eps: float = 1e-4,
-                    max_elements: int | None = None,
-                    should_stop: engine.ShouldStop | None = None) -> list[InputCheck]:
+                    max_elements: int | None = None, should_stop: engine.ShouldStop | None = None,
+                    max_work: int | None = None) -> list[InputCheck]:
     """Compare backprop with central differences of L = sum(output * seed) for each wrt input.
 
-    Runs forward twice per element of each checked input, so ``max_elements``
-    bounds the work. Use float64 feeds for a meaningful comparison.
+    Runs forward twice per element of each checked input, so ``max_elements`` bounds the elements and
+    ``max_work`` the work (2 x elements x forward_cost), both checked before anything runs. Use float64
+    feeds for a meaningful comparison.
     """
+    if max_work is not None:
+        names = plan.differentiable_inputs if wrt is None else set(wrt) & plan.differentiable_inputs
+        elements = sum(np.size(feeds[n]) for n in names if n in feeds and np.asarray(feeds[n]).dtype.kind == "f")
+        work = 2 * elements * forward_cost(plan, feeds)
+        if work > max_work:
+            raise LimitError(f"a gradient check over {elements} elements runs forward {2 * elements} times, "
+                             f"{work} element-steps in all, over the max-gradcheck-work limit of {max_work}; "
+                             "check fewer or smaller inputs, or a smaller graph")
     state = engine.forward(plan, feeds, should_stop=should_stop)
     backprop = state.backward(output_grads, wrt, should_stop)
     seeds = {name: state.values[plan.output_slots[name]] for name in state._seeds(output_grads)}

@@ -17,6 +17,8 @@ from gradserve.server.service.stream_sessions import ShuttingDownError
 _LOGGER = logging.getLogger(__name__)
 
 ERROR_DOMAIN = "gradserve.dev"
+#: The longest status message sent: gRPC puts it in a header, and a client's header limit is 8 KiB by default.
+MAX_MESSAGE_CHARS = 2048
 
 # Most specific first: the first matching class decides the code.
 _CODES: tuple[tuple[type[Exception], grpc.StatusCode], ...] = (
@@ -43,12 +45,23 @@ def status_for(exc: Exception) -> status_pb2.Status:
     message = str(exc)
     if code is grpc.StatusCode.INTERNAL and not isinstance(exc, LayerContractError):
         message = f"internal error ({type(exc).__name__}: {exc}); the server logged it"
+    message = bounded(message)
     info = error_details_pb2.ErrorInfo(reason=type(exc).__name__, domain=ERROR_DOMAIN)
     if node:
-        info.metadata["node"] = node
+        info.metadata["node"] = bounded(node, 200)
     detail = any_pb2.Any()
     detail.Pack(info)
     return status_pb2.Status(code=code.value[0], message=message, details=[detail])
+
+
+def bounded(message: str, limit: int = MAX_MESSAGE_CHARS) -> str:
+    """``message`` cut to ``limit`` characters, saying how much was cut (the start and the end say most)."""
+    if len(message) <= limit:
+        return message
+    cut = len(message) - limit
+    note = f" [... {cut} characters cut ...] "
+    keep = limit - len(note)
+    return message[:keep - keep // 4] + note + message[len(message) - keep // 4:]
 
 
 def abort(context: grpc.ServicerContext, exc: Exception) -> None:

@@ -19,7 +19,7 @@ from typing import Iterable, Mapping
 import numpy as np
 
 from gradserve.server.engine import execute as engine
-from gradserve.server.engine.errors import FeedError, UnknownGraphError
+from gradserve.server.engine.errors import FeedError, UnknownGraphError, listing, quoted
 from gradserve.server.engine.plan import Plan
 from gradserve.server.service.operations import NamedGraph, Service
 from gradserve.server.engine.shapes import output_specs
@@ -57,6 +57,8 @@ class Models:
         self.service = service
         self._signatures: dict[str, tuple] = {}  # graph id -> (inputs, outputs): the shape probe runs once
         self._lock = threading.Lock()
+        # Concurrent first calls on one graph infer its shapes once: the others wait for that, not redo it.
+        self._inferring = threading.Lock()
 
     def names(self) -> list[tuple[str, str]]:
         """(model name, version) of every model, the gradient models after their graphs."""
@@ -74,8 +76,8 @@ class Models:
         """The model ``name``; raise UnknownGraphError saying which models there are."""
         named, grad = self._named(name)
         if named is None:
-            known = ", ".join(n for n, _ in self.names()) or "none yet"
-            raise UnknownGraphError(f"no model {name!r} on this server (models: {known}); a model is a graph "
+            known = listing(n for n, _ in self.names()) or "none yet"
+            raise UnknownGraphError(f"no model {quoted(name)!r} on this server (models: {known}); a model is a graph "
                                     f"registered with a name, and `<name>{GRAD_SUFFIX}` gives its gradients")
         if version and version != named.version:
             raise UnknownGraphError(f"model {name!r} has version {named.version!r}, not {version!r}; "
@@ -92,7 +94,7 @@ class Models:
         if unknown:
             hint = f"; gradients come from model {model.name + GRAD_SUFFIX!r}" if not model.grad else ""
             raise FeedError(f"model {model.name!r} has no output {unknown[0]!r} (its outputs: "
-                            f"{', '.join(t.name for t in model.outputs)}){hint}")
+                            f"{listing(t.name for t in model.outputs)}){hint}")
         plan = model.plan
         if not model.grad:
             outputs, _ = self.service.run(plan, feeds, wrt=engine.FORWARD_ONLY, training=training, seed=seed, should_stop=should_stop)
@@ -133,14 +135,19 @@ class Models:
     def _signature(self, plan: Plan) -> tuple[tuple[TensorInfo, ...], tuple[TensorInfo, ...]]:
         with self._lock:
             cached = self._signatures.get(plan.graph_id)
-        if cached is None:
-            inputs = tuple(_info(i.name, i.dtype, i.shape) for i in plan.inputs)
-            outputs = tuple(_info(o.name, o.dtype, o.shape) for o in output_specs(plan))
-            cached = (inputs, outputs)
+        if cached is not None:
+            return cached
+        with self._inferring:
             with self._lock:
-                if len(self._signatures) >= _MAX_SIGNATURES:
-                    self._signatures.clear()
-                self._signatures[plan.graph_id] = cached
+                cached = self._signatures.get(plan.graph_id)
+            if cached is None:
+                inputs = tuple(_info(i.name, i.dtype, i.shape) for i in plan.inputs)
+                outputs = tuple(_info(o.name, o.dtype, o.shape) for o in output_specs(plan))
+                cached = (inputs, outputs)
+                with self._lock:
+                    if len(self._signatures) >= _MAX_SIGNATURES:
+                        self._signatures.clear()
+                    self._signatures[plan.graph_id] = cached
         return cached
 
     @staticmethod
@@ -153,7 +160,7 @@ class Models:
                 output = name.removesuffix(GRAD_SUFFIX)
                 if output not in plan.output_slots:
                     raise FeedError(f"input {name!r} names no output of model {model.name!r} (its outputs: "
-                                    f"{', '.join(plan.output_slots)}); an output's gradient is input "
+                                    f"{listing(plan.output_slots)}); an output's gradient is input "
                                     f"`<output>{GRAD_SUFFIX}`")
                 output_grads[output] = array
             else:
