@@ -178,7 +178,9 @@ class GradServeServicer(pb_grpc.GradServeServicer):
                 lambda nbytes: self._admit(context, nbytes, f"a RunStream of {nbytes} tensor bytes"))
             response = streaming.send("response", *self._run(request, tensors, context))
         except Exception as exc:  # noqa: BLE001 - every failure becomes a status, never a crash
-            if context.code() is not None:  # already ended while reading (an undecodable chunk: server/rpc/undecodable.py)
+            # Already ended while reading: an undecodable chunk (server/rpc/undecodable.py), or gRPC's RpcError
+            # for a call the client left or the stream guard ended (server/rpc/streams.py).
+            if context.code() is not None or isinstance(exc, grpc.RpcError):
                 raise
             status.abort(context, exc)
         yield from response

@@ -160,12 +160,16 @@ def start_server(address: str = "127.0.0.1:0", registry: Registry | None = None,
 
 
 def capped_limits(limits: Limits, budget: int, max_workers: int) -> Limits:
-    """``limits`` made to fit a memory budget: sessions may keep half of it, and a message is small enough
-    that every thread reading one at once (gRPC holds each twice while it hands it over) takes half of it.
+    """``limits`` made to fit a memory budget: sessions may keep half of it, plans a quarter, and a message is
+    small enough that every thread reading one at once (gRPC holds each twice while it hands it over) takes
+    half of it.
     Messages are received whole before any handler can look at them, so only their size bounds them."""
     message_bytes = max(MIN_CAPPED_MESSAGE_BYTES, budget // (4 * max_workers))
+    # Compiled plans are kept outside the budget's count: an eighth of it each for the cache and named graphs.
     return replace(limits, max_session_bytes=min(limits.max_session_bytes, budget // 2),
-                   max_message_bytes=min(limits.max_message_bytes, message_bytes))
+                   max_message_bytes=min(limits.max_message_bytes, message_bytes),
+                   max_cached_plan_bytes=min(limits.max_cached_plan_bytes, budget // 8),
+                   max_named_graph_bytes=min(limits.max_named_graph_bytes, budget // 8))
 
 
 #: Under the smallest cap, messages still hold a few MiB (the client streams requests from 8 MiB on).

@@ -41,7 +41,7 @@ from typing import Iterator
 import grpc
 
 from gradserve.server.rpc.interceptors import KINDS, HandlerCache
-from gradserve.server.engine.errors import CancelledError, DeadlineError, LimitError
+from gradserve.server.engine.errors import DeadlineError, LimitError
 from gradserve.server.runtime.malloc import TRIM_FROM, Trimmer
 from gradserve.server.runtime.memory_cap import RESERVE_FACTOR, MemoryBudget
 from gradserve.server.service.limits import Limits
@@ -82,7 +82,7 @@ class _Watch:
 
 
 class GuardedIterator:
-    """A request iterator whose every wait the watchdog times; raises the limit's error when it ended the call."""
+    """A request iterator whose every wait the watchdog times (gRPC's RpcError when the call ended meanwhile)."""
 
     def __init__(self, guard: "StreamGuard", watch: _Watch, requests):
         self._guard = guard
@@ -96,9 +96,10 @@ class GuardedIterator:
         watch = self._watch
         watch.waiting_since = time.monotonic()
         try:
+            # An RpcError out of here means the call ended while we waited (the watchdog ended it, or the
+            # client left): the very instance gRPC raised must go on up, since gRPC ends a call quietly only
+            # for its own RpcError and logs any other exception as the handler's failure.
             return next(self._requests)
-        except grpc.RpcError:  # the call ended while we waited: the watchdog ended it, or the client left
-            raise (watch.fired or CancelledError("the client cancelled the stream")) from None
         finally:
             watch.waiting_since = None
 
@@ -206,10 +207,10 @@ class StreamGuard(grpc.ServerInterceptor):
                 watch = self._open_or_abort(context, streaming=False)
                 try:
                     sized = next(GuardedIterator(self, watch, requests), None)
-                except (DeadlineError, CancelledError, LimitError) as exc:
+                except grpc.RpcError:
                     # The watchdog already gave the client its status, or the call is over (the client left,
                     # or gRPC refused the message as too large): abort ends the handler quietly either way.
-                    context.abort(grpc.StatusCode.CANCELLED, str(exc))
+                    context.abort(grpc.StatusCode.CANCELLED, "the call ended before its message came")
                 finally:
                     self.release(watch)
                 if sized is None:
