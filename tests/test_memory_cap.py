@@ -185,8 +185,10 @@ def test_memory_error_outside_a_layer_is_resource_exhausted(detail):
 
 def test_outsized_answer_is_resource_exhausted_and_the_server_goes_on():
     """Under --max-memory 1G, Mul of (N,1) by (1,N) needing 3.6 GiB fails alone: RESOURCE_EXHAUSTED naming the
-    node, and the same server then answers a small graph."""
-    with ServeProcess("--max-memory", "1G") as server, gs.connect(server.target, timeout=60) as client:
+    node, and the same server then answers a small graph. (The element limits are raised so that the shape check,
+    which refuses it first at the defaults, lets it reach the allocation the cap must stop.)"""
+    with ServeProcess("--max-memory", "1G", "--max-tensor-elements", str(2 * OUTER_N ** 2),
+                      "--max-pass-elements", str(4 * OUTER_N ** 2)) as server, gs.connect(server.target, timeout=60) as client:
         assert data_limit(server.pid)[0] == GIB
         assert "memory capped at 1 GiB (--max-memory)" in server.log()
         g = gs.Graph()
