@@ -37,8 +37,16 @@ def get_client() -> Client:
     with _lock:
         if _default is None:
             _default = connect(os.environ.get("GRADSERVE_TARGET") or None)
-            atexit.register(_default.close)
+            _close_at_exit(_default)
         return _default
+
+
+def _close_at_exit(client: Client) -> None:
+    """Close ``client`` as the interpreter exits, before it joins thread-pool threads: an embedded server's
+    thread still serving this client's open Session stream would otherwise hold the exit until the stream's
+    idle bound (concurrent.futures joins its workers from the same private hook, run last-registered first)."""
+    register = getattr(threading, "_register_atexit", atexit.register)
+    register(client.close)
 
 
 def _remote(op: str, **attrs):
