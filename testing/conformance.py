@@ -387,10 +387,10 @@ class _Checker:
         picked = backprop.reshape(-1)[positions].astype(np.float64)
         diff = np.abs(picked - numerical)
         allowed = self.atol + self.rtol * np.maximum(np.abs(picked), np.abs(numerical))
-        bad = diff > allowed
+        bad = ~(diff <= allowed)  # a NaN on either side is a disagreement, not a pass
         if not bad.any():
             return
-        worst = int(np.argmax(np.where(bad, diff - allowed, -np.inf)))
+        worst = int(np.argmax(np.where(bad, np.nan_to_num(diff - allowed, nan=np.inf), -np.inf)))
         index = tuple(int(v) for v in np.unravel_index(positions[worst], shape)) if shape else ()
         message = (f"backprop and float64 central differences (eps={self.eps:g}) disagree {how} at "
                    f"{int(bad.sum())} of {positions.size} elements; worst at index {index}: backprop "

@@ -183,6 +183,19 @@ def test_kit_catches_a_wrong_gradient():
     assert "worst at index" in str(error) and "backprop" in str(error) and "numerical" in str(error)
 
 
+class NanGradientMul(WrongGradientMul):
+    """Mul whose dx is NaN where it should be y."""
+
+    def backward(self, dout):
+        return np.full_like(dout * self.y, np.nan), dout * self.x
+
+
+def test_kit_catches_a_nan_gradient():
+    """A NaN gradient never passes: each comparison treats NaN as a disagreement."""
+    error = caught(NanGradientMul, {"x": normal(2, 3), "y": normal(2, 3)})
+    assert error.input == "x"
+
+
 def test_kit_catches_a_mutated_input():
     """Writing into an input during forward fails the input mutation check with the changed element."""
     x = away_from_zero(2, 3)
