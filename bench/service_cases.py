@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
 
 from gradserve.proto import gradserve_pb2 as pb
 from gradserve.proto.tensors import to_tensor_map

@@ -177,7 +177,7 @@ def serve_command() -> click.Command:
     @click.command("serve", context_settings=CONTEXT)
     @option("--host", default="127.0.0.1", help="address to bind (0.0.0.0 for all)")
     @option("--port", type=PORT, default=50051, help="port to bind (0 picks a free one)")
-    @option("--max-workers", type=COUNT, default=32, help="threads serving calls")
+    @option("--max-workers", type=COUNT, default=16, help="threads serving calls")
     @option("--blas-threads", type=click.IntRange(min=0), default=1,
             help="BLAS threads per server process (0: the BLAS library's default); scale out with --workers")
     @option("--max-memory", type=MemorySize(), default="auto",

@@ -14,7 +14,6 @@ from grpc_reflection.v1alpha import reflection_pb2
 
 import gradserve.client as gs
 from gradserve.proto import gradserve_pb2 as pb
-from gradserve.proto import streaming
 from gradserve.server.rpc.server import ServerOptions, start_server
 from gradserve.server.rpc.streams import peer_address
 from gradserve.server.service.limits import Limits

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 onnx = pytest.importorskip("onnx")
-from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+from onnx import TensorProto, numpy_helper  # noqa: E402
 
 import gradserve.client as gs  # noqa: E402
 from gradserve.client.onnx_import import OnnxConversionError, import_onnx  # noqa: E402

@@ -2,38 +2,14 @@
 
 from __future__ import annotations
 
-import contextlib
 import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-import numpy as np
 import pytest
 
 import gradserve.client as gs
-from serve_process import ServeProcess
-
-FEEDS = {"apple": np.float64(200), "apple_num": np.float64(5), "tax": np.float64(1.1)}
-GRADS = {"apple": 5.5, "apple_num": 220.0, "tax": 1000.0}
-
-
-def apple_graph() -> gs.Graph:
-    g = gs.Graph("float64")
-    apple, apple_num, tax = g.inputs("apple", "apple_num", "tax")
-    g.output(apple * apple_num * tax, "price")
-    return g
-
-
-@pytest.fixture(scope="module")
-def replicas():
-    """Three `gradserve serve` processes on free loopback ports."""
-    processes = [ServeProcess() for _ in range(3)]
-    with contextlib.ExitStack() as stack:
-        for process in processes:
-            stack.callback(process.stop)
-        with ThreadPoolExecutor(len(processes)) as pool:
-            list(pool.map(ServeProcess.start, processes))
-        yield processes
+from test_scale_out import APPLE_FEEDS as FEEDS, APPLE_GRADS as GRADS, apple_graph, replicas  # noqa: F401 - fixture
 
 
 def test_session_streams_stay_on_one_replica_while_runs_spread(replicas):

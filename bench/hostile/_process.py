@@ -13,6 +13,7 @@ import threading
 import time
 from pathlib import Path
 
+import grpc
 import numpy as np
 
 import gradserve.client as gs
@@ -97,6 +98,17 @@ class PeakRss:
     def __exit__(self, *exc) -> None:
         self._stop.set()
         self._thread.join()
+
+
+def outcome(call) -> str:
+    """"OK" or the status code's name of a client call."""
+    try:
+        call()
+        return "OK"
+    except gs.GradserveError as error:
+        return error.code.name
+    except grpc.RpcError as error:
+        return error.code().name
 
 
 def relu_graph() -> gs.Graph:

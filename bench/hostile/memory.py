@@ -10,19 +10,9 @@ import numpy as np
 
 import gradserve.client as gs
 from bench.hostile import Figure
-from bench.hostile._process import PeakRss, Served, canary_seconds, mib, relu_graph
+from bench.hostile._process import PeakRss, Served, canary_seconds, mib, outcome, relu_graph
 
 TOKEN = "hostile-bench-token"
-
-
-def _outcome(call) -> str:
-    try:
-        call()
-        return "OK"
-    except gs.GradserveError as error:
-        return error.code.name
-    except grpc.RpcError as error:
-        return error.code().name
 
 
 def _tally(codes: list[str]) -> str:
@@ -35,7 +25,7 @@ def _concurrent_runs(count: int, nbytes: int, cap: str) -> Figure:
 
         def one(_):
             with gs.connect(served.target, timeout=300) as client:
-                return _outcome(lambda: client.run(relu_graph(), {"x": x}, grad=False))
+                return outcome(lambda: client.run(relu_graph(), {"x": x}, grad=False))
 
         with PeakRss(served) as rss, ThreadPoolExecutor(count) as pool:
             codes = list(pool.map(one, range(count)))
@@ -52,7 +42,7 @@ def _sessions(count: int, nbytes: int, cap: str) -> Figure:
     with Served("--max-memory", cap) as served:
         x = np.ones(nbytes // 4, np.float32)
         with PeakRss(served) as rss, gs.connect(served.target, timeout=120) as client:
-            codes = [_outcome(lambda: client.forward(relu_graph(), {"x": x})) for _ in range(count)]
+            codes = [outcome(lambda: client.forward(relu_graph(), {"x": x})) for _ in range(count)]
         alive = served.alive()
         canary = canary_seconds(served.target, timeout=10) if alive else None
         code = served.stop()
@@ -71,11 +61,11 @@ def _anonymous(count: int, nbytes: int) -> Figure:
 
         def unary(_):
             with grpc.insecure_channel(served.target, options=[("grpc.max_send_message_length", -1)]) as channel:
-                return _outcome(lambda: channel.unary_unary("/gradserve.v1.GradServe/Run")(payload, timeout=120))
+                return outcome(lambda: channel.unary_unary("/gradserve.v1.GradServe/Run")(payload, timeout=120))
 
         def streamed(_):
             with gs.connect(served.target, timeout=120) as client:
-                return _outcome(lambda: client.run(relu_graph(), {"x": x}, grad=False))
+                return outcome(lambda: client.run(relu_graph(), {"x": x}, grad=False))
 
         with PeakRss(served) as rss, ThreadPoolExecutor(count) as pool:
             codes = list(pool.map(unary, range(count))) + list(pool.map(streamed, range(count)))
@@ -97,7 +87,7 @@ def _burst(clients: int, calls: int) -> Figure:
         def burst(i):
             with gs.connect(served.target, timeout=300) as client:
                 for k in range(calls):
-                    _outcome(lambda: client.run(relu_graph(), {"x": large if (i + k) % 4 == 0 else small}))
+                    outcome(lambda: client.run(relu_graph(), {"x": large if (i + k) % 4 == 0 else small}))
 
         with PeakRss(served) as rss, ThreadPoolExecutor(clients) as pool:
             list(pool.map(burst, range(clients)))

@@ -8,7 +8,6 @@ import threading
 from pathlib import Path
 
 import grpc
-import numpy as np
 
 import gradserve.client as gs
 from bench.hostile import Figure

@@ -11,7 +11,7 @@ import math
 
 import numpy as np
 
-from gradserve.plugins import Attr, Layer, TensorType, elementwise_types, probe_dtypes, reduce_to_shape
+from gradserve.plugins import Attr, Layer, TensorType, reduce_to_shape
 
 #: A constant or shape this small is passed on as a value to the shape rules that read values.
 _KNOWN_VALUE_ELEMENTS = 64

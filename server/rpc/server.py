@@ -36,7 +36,7 @@ class ServerOptions:
     """How to run the server; every field has a CLI flag."""
 
     limits: Limits = field(default_factory=Limits)
-    max_workers: int = 32
+    max_workers: int = 16
     graph_store: str | None = None
     reuse_port: bool = False
     tls_cert: bytes | None = None  # PEM; with tls_key, the server speaks TLS only

@@ -60,7 +60,7 @@ class Limits:
     # a server-side bound on any call, deadline or not
     max_call_seconds: float = _limit(600.0, "seconds any call may run, whatever its deadline")
     # Slow or silent peers (server/rpc/streams.py): each open stream holds one of the --max-workers threads.
-    max_streams: int = _limit(24, "calls waiting on their clients at once: open streams, and unary calls that "
+    max_streams: int = _limit(12, "calls waiting on their clients at once: open streams, and unary calls that "
                                  "waited 0.5 s for their message (half of them per peer address); the rest of "
                                  "the --max-workers threads serve work")
     stream_idle_seconds: float = _limit(60.0, "seconds the server waits for a client's next message")
